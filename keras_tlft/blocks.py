@@ -48,7 +48,7 @@ class UnfreezeState:
         return f"from:{self.value}"
 
     def to_json(self):
-        """The spec as it is written in a schedule: ``"none"``, ``"all"``, ``k`` or ``"from:..."``."""
+        """The spec as a schedule writes it: ``"none"``, ``"all"``, ``k`` or ``"from:..."``."""
         return self.value if self.kind == "top" else str(self)
 
 
@@ -78,7 +78,9 @@ def parse_unfreeze(spec: Any, name: str = "unfreeze") -> UnfreezeState:
         if re.fullmatch(r"-?\d+", target):
             return UnfreezeState("from", int(target))
         return UnfreezeState("from", target)
-    raise ValueError(f"Invalid {name} spec {spec!r}: expected {UNFREEZE_HELP}. Received: {name}={spec!r}")
+    raise ValueError(
+        f"Invalid {name} spec {spec!r}: expected {UNFREEZE_HELP}. Received: {name}={spec!r}"
+    )
 
 
 def cut_into_blocks(layers: Sequence, rules: Sequence[BlockRule]) -> list[Block]:
@@ -144,7 +146,7 @@ def unfrozen_layer_indices(layers: Sequence, blocks: Sequence[Block], state: Any
     if state.kind == "none":
         return range(n, n)
     if state.kind == "all":
-        return range(0, n)
+        return range(n)
     if state.kind == "top":
         if state.value > len(blocks):
             raise ValueError(

@@ -105,7 +105,9 @@ def validate_spec(spec: Any) -> str | None:
         problems.append("builder must be callable")
     shape = spec.default_input_shape
     if not (
-        isinstance(shape, tuple) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)
+        isinstance(shape, tuple)
+        and len(shape) == 3
+        and all(isinstance(d, int) and d > 0 for d in shape)
     ):
         problems.append(f"default_input_shape must be 3 positive ints, received {shape!r}")
     if spec.params is not None and (not isinstance(spec.params, int) or spec.params < 0):
@@ -195,7 +197,8 @@ class Registry:
             key = f"{normalize(source)}:{normalize(bare)}"
             if key in self.specs:
                 return self.specs[key]
-            keys = [k for k in self._bare.get(normalize(bare), []) if k.startswith(normalize(source) + ":")]
+            prefix = normalize(source) + ":"
+            keys = [k for k in self._bare.get(normalize(bare), []) if k.startswith(prefix)]
             if len(keys) == 1:
                 return self.specs[keys[0]]
         else:

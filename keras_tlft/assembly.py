@@ -1,0 +1,190 @@
+"""build_model: preprocessing, resizing, augmentation, backbone and head in one Keras model."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from keras_tlft.heads import build_head, resolve_head
+from keras_tlft.registry import BackboneSpec, get_backbone
+
+BACKBONE_LAYER = "backbone"
+HEAD_LAYER = "head"
+SPEC_ATTRIBUTE = "_tlft_spec"
+
+
+class WeightsDownloadError(RuntimeError):
+    """Pretrained weights could not be downloaded (offline, firewalled, or a bad URL)."""
+
+
+def parse_input_shape(shape, name: str = "input_shape") -> tuple[int, int, int]:
+    """``(H, W, C)`` from a tuple or a ``"H,W,C"`` / ``"HxW"`` string; C defaults to 3."""
+    if isinstance(shape, str):
+        parts = [p for p in re.split(r"[,x\s]+", shape.strip()) if p]
+        if not all(p.isdigit() for p in parts):
+            parts = None
+        shape = tuple(int(p) for p in parts) if parts else shape
+    if isinstance(shape, (tuple, list)) and len(shape) == 2:
+        shape = (*shape, 3)
+    ok = (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    )
+    if not ok:
+        raise ValueError(
+            f"Invalid {name}: expected (height, width, channels) as positive integers, "
+            f"e.g. (224, 224, 3) or '224,224,3'. Received: {name}={shape!r}"
+        )
+    return tuple(shape)
+
+
+def _weights_error(spec: BackboneSpec, weights, exc: Exception) -> WeightsDownloadError:
+    url = re.search(r"https?://\S+?(?=[:\s]|$)", str(exc))
+    filename = os.path.basename(url.group(0)) if url else f"the {weights!r} weights file"
+    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models")
+    return WeightsDownloadError(
+        f"Could not download {filename} ({weights!r} weights of {spec.key}): "
+        f"{_reason(exc)}. Put the file in {cache}/, pass weights=None to "
+        f"start from random weights, or pass weights='path/to/weights.h5'."
+    )
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(" -- ")[-1].strip()[-160:]
+
+
+def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_top=False):
+    """Build the backbone of ``spec``; a failed download raises :class:`WeightsDownloadError`."""
+    is_file = isinstance(weights, str) and os.path.exists(weights)
+    if weights is not None and not is_file and weights not in spec.weights:
+        raise ValueError(
+            f"{spec.key} cannot load weights {weights!r}: expected None, a weights file, or one "
+            f"of {list(spec.weights)}. Received: weights={weights!r}"
+        )
+    try:
+        return spec.build(input_shape=input_shape, weights=weights, include_top=include_top)
+    except Exception as exc:
+        if weights is not None and not is_file and _looks_like_download_failure(exc):
+            raise _weights_error(spec, weights, exc) from exc
+        raise
+
+
+def _looks_like_download_failure(exc: Exception) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(k in text for k in ("URL fetch failure", "URLError", "HTTP Error", "urlopen"))
+
+
+def backbone_input_shape(spec: BackboneSpec, input_shape, resize=None) -> tuple[int, int, int]:
+    """The shape the backbone runs at: ``resize`` if given, else the input shape raised to the
+    backbone's minimum size where it is smaller (CIFAR-10's 32x32 for InceptionV3)."""
+    h, w, c = input_shape
+    if resize is not None:
+        rh, rw, _ = parse_input_shape(tuple(resize), "resize")
+        return (rh, rw, c)
+    m = spec.min_input_size
+    return (max(h, m), max(w, m), c)
+
+
+def default_augmentation():
+    """The Keras transfer-learning guide's augmentation: horizontal flip, small rotation."""
+    import keras
+
+    return [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)]
+
+
+def build_model(
+    backbone,
+    num_classes: int | None = None,
+    *,
+    head: str | None = None,
+    input_shape=None,
+    weights="imagenet",
+    augmentation=None,
+    resize=None,
+    preprocessing: bool = True,
+    name: str | None = None,
+):
+    """Assemble a transfer-learning model: augmentation, resizing, preprocessing, backbone, head.
+
+    Args:
+        backbone: a registered name (``"mobilenet_v2"``, ``"applications:vgg16"``) or a
+            :class:`BackboneSpec`.
+        num_classes: number of classes; the head ends with ``Dense(num_classes)`` (softmax, or
+            sigmoid for 1) unless ``head`` already ends with a Dense layer.
+        head: a head preset (``"gap"``, ``"vgg"``, ``"mlp"``, ``"mlp_bn"``) or a head spec such
+            as ``"gap,dropout:0.2,dense:10:softmax"``. Defaults to ``"gap"``.
+        input_shape: ``(H, W, C)`` of the images fed to the model (raw 0-255 pixels). Defaults
+            to the backbone's default input shape.
+        weights: ``"imagenet"`` (downloaded once into Keras's cache), ``None`` or a file path.
+        augmentation: ``None``, ``"default"`` (flip + rotation) or a list of Keras layers; runs
+            only in training, before the backbone.
+        resize: ``(H, W)`` to resize to inside the model; by default images smaller than the
+            backbone's minimum are resized up to it.
+        preprocessing: put the backbone's own preprocessing inside the model.
+        name: the model's name.
+
+    Returns:
+        A ``keras.Model`` whose nested backbone (layer ``"backbone"``, frozen, called with
+        ``training=False`` so BatchNorm stays in inference mode) and head (layer ``"head"``) are
+        what :class:`keras_tlft.ProgressiveUnfreeze` finds and unfreezes.
+
+    Example:
+    ```python
+    model = build_model("mobilenet_v2", num_classes=10, input_shape=(160, 160, 3),
+                        head="gap,dropout:0.2,dense:10:softmax", weights="imagenet")
+    ```
+    """
+    import keras
+
+    spec = get_backbone(backbone)
+    head_layers = resolve_head(head, num_classes)
+    shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
+    inner_shape = backbone_input_shape(spec, shape, resize)
+    base = load_backbone(spec, inner_shape, weights)
+    base = keras.Model(base.input, base.output, name=BACKBONE_LAYER)
+    base.trainable = False
+    setattr(base, SPEC_ATTRIBUTE, spec)
+
+    inputs = keras.Input(shape, name="image")
+    x = inputs
+    aug = _augmentation_layers(augmentation)
+    if aug:
+        x = keras.Sequential(aug, name="augmentation")(x)
+    if inner_shape[:2] != shape[:2]:
+        x = keras.layers.Resizing(*inner_shape[:2], name="resize")(x)
+    prep = _preprocessing(spec) if preprocessing else None
+    if prep is not None:
+        x = prep(x)
+    x = base(x, training=False)
+    outputs = build_head(head_layers, name=HEAD_LAYER)(x)
+    model = keras.Model(inputs, outputs, name=name or f"{_identifier(spec.name)}_transfer")
+    setattr(model, SPEC_ATTRIBUTE, spec)
+    return model
+
+
+def _preprocessing(spec):
+    from keras_tlft.preprocessing import preprocessing_layer
+
+    return preprocessing_layer(spec)
+
+
+def _augmentation_layers(augmentation) -> list:
+    if augmentation is None or augmentation is False:
+        return []
+    if isinstance(augmentation, str):
+        if augmentation != "default":
+            raise ValueError(
+                "augmentation must be None, 'default' or a list of Keras layers. "
+                f"Received: augmentation={augmentation!r}"
+            )
+        return default_augmentation()
+    if isinstance(augmentation, Sequence):
+        return list(augmentation)
+    return [augmentation]
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W+", "_", name)

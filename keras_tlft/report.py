@@ -1,0 +1,108 @@
+"""inspect_backbone: what a backbone is made of and what an unfreeze state would train."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from keras_tlft.assembly import BACKBONE_LAYER, build_model, load_backbone, parse_input_shape
+from keras_tlft.blocks import apply_unfreeze, cut_into_blocks, parse_unfreeze
+from keras_tlft.heads import format_head_spec, resolve_head
+from keras_tlft.registry import get_backbone
+
+
+def weight_count(variables) -> int:
+    """Number of scalars in ``variables``, as Keras's ``count_params`` counts them."""
+    total = 0
+    for v in variables:
+        n = 1
+        for d in v.shape:
+            n *= int(d)
+        total += n
+    return total
+
+
+def inspect_backbone(
+    name,
+    *,
+    input_shape=None,
+    include_top: bool = False,
+    head: str | None = None,
+    num_classes: int | None = None,
+    unfreeze=None,
+    train_bn: bool = False,
+    include_layers: bool = False,
+) -> dict:
+    """Describe a backbone, built offline with ``weights=None``, as a JSON-able dict.
+
+    Without ``head`` the backbone is inspected as Keras builds it (every layer trainable) unless
+    ``unfreeze`` says otherwise; with ``head`` it is the model :func:`build_model` returns
+    (backbone frozen) with ``unfreeze`` applied the way ``ProgressiveUnfreeze`` applies it
+    (BatchNorm layers stay frozen unless ``train_bn``).
+    """
+    spec = get_backbone(name)
+    state = parse_unfreeze(unfreeze) if unfreeze is not None else None
+    if head is not None and include_top:
+        raise ValueError(
+            "--include-top and --head exclude each other: the top is ImageNet's own head. "
+            f"Received: include_top=True, head={head!r}"
+        )
+    head_layers = resolve_head(head, num_classes) if head is not None else None
+    shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
+    if head_layers is not None:
+        model = build_model(spec, num_classes, head=format_head_spec(head_layers),
+                            input_shape=shape, weights=None)
+        backbone = model.get_layer(BACKBONE_LAYER)
+    else:
+        model = backbone = load_backbone(spec, shape, None, include_top)
+    blocks = cut_into_blocks(backbone.layers, spec.blocks)
+    if state is not None:
+        apply_unfreeze(backbone.layers, blocks, state, train_bn=train_bn, container=backbone)
+
+    total = model.count_params()
+    trainable = weight_count(model.trainable_weights)
+    report = {
+        "backbone": spec.name,
+        "source": spec.source,
+        "family": spec.family,
+        "input_shape": list(shape),
+        "include_top": include_top,
+        "head": format_head_spec(head_layers) if head_layers is not None else None,
+        "unfreeze": str(state) if state is not None else None,
+        "train_bn": train_bn,
+        "layers": len(backbone.layers),
+        "layer_types": dict(Counter(type(layer).__name__ for layer in backbone.layers)),
+        "total_params": total,
+        "trainable_params": trainable,
+        "non_trainable_params": total - trainable,
+        "backbone_params": backbone.count_params(),
+        "blocks": [_block_row(backbone.layers, b) for b in blocks],
+    }
+    if include_layers:
+        block_of = {i: b.name for b in blocks for i in b.indices()}
+        report["layer_table"] = [
+            {
+                "index": i,
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "params": layer.count_params() if layer.weights else 0,
+                "trainable_params": weight_count(layer.trainable_weights),
+                "block": block_of[i],
+            }
+            for i, layer in enumerate(backbone.layers)
+        ]
+    return report
+
+
+def _block_row(layers, block) -> dict:
+    members = layers[block.first : block.last + 1]
+    trainable = sum(weight_count(layer.trainable_weights) for layer in members)
+    return {
+        "name": block.name,
+        "first_layer": block.first,
+        "last_layer": block.last,
+        "first_layer_name": members[0].name,
+        "last_layer_name": members[-1].name,
+        "params": sum(weight_count(layer.weights) for layer in members),
+        "trainable_params": trainable,
+        "trainable": trainable > 0,
+    }

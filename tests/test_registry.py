@@ -1,0 +1,131 @@
+import pytest
+
+from keras_tlft.plugins import PluginFailure
+from keras_tlft.registry import (
+    AmbiguousBackboneError,
+    BackboneSpec,
+    BlockRule,
+    Registry,
+    UnknownBackboneError,
+    get_backbone,
+    normalize,
+)
+
+
+def _builder(**kwargs):
+    raise AssertionError("not built in these tests")
+
+
+def spec(name, source="", **kw):
+    return BackboneSpec(name=name, builder=_builder, source=source, **kw)
+
+
+def test_source_qualified_name_always_resolves():
+    assert get_backbone("applications:vgg16").name == "vgg16"
+
+
+@pytest.mark.parametrize("name", ["vgg16", "VGG16", "vgg-16", "Vgg_16", "applications:VGG-16"])
+def test_lookup_is_case_and_separator_insensitive(name):
+    assert get_backbone(name).key == "applications:vgg16"
+
+
+def test_constructor_name_is_an_alias():
+    assert get_backbone("MobileNetV2").name == "mobilenet_v2"
+
+
+def test_unknown_name_offers_the_closest_names():
+    with pytest.raises(UnknownBackboneError) as info:
+        get_backbone("vgg17")
+    message = str(info.value)
+    assert "Unknown backbone 'vgg17'" in message
+    assert "vgg16" in message and "vgg19" in message
+    assert "keras-tlft list" in message
+
+
+def test_bare_name_registered_by_two_sources_lists_both_and_each_stays_reachable():
+    registry = Registry()
+    registry.register(spec("tinynet", source="alpha"), plugin="alpha")
+    registry.register(spec("tinynet", source="beta"), plugin="beta")
+    with pytest.raises(AmbiguousBackboneError) as info:
+        registry.resolve("tinynet")
+    assert "alpha:tinynet" in str(info.value) and "beta:tinynet" in str(info.value)
+    assert registry.resolve("alpha:tinynet").source == "alpha"
+    assert registry.resolve("beta:TinyNet").source == "beta"
+
+
+def test_duplicate_registration_names_both_registrants_and_keeps_the_first():
+    registry = Registry()
+    registry.register(spec("tinynet", source="shared", description="first"), plugin="one")
+    registry.register(spec("tinynet", source="shared", description="second"), plugin="two")
+    assert registry.resolve("tinynet").description == "first"
+    (failure,) = registry.failures
+    assert failure.plugin == "two"
+    assert "'one'" in failure.reason and "'two'" in failure.reason
+    assert "registered twice" in failure.reason
+
+
+def test_source_defaults_to_the_plugin_name():
+    registry = Registry()
+    registry.register(spec("tinynet"), plugin="myplugin")
+    assert registry.resolve("myplugin:tinynet").key == "myplugin:tinynet"
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"name": "x", "builder": "not callable"}, "builder must be callable"),
+        ({"name": "", "builder": _builder}, "name must be a non-empty string"),
+        ({"name": "x", "builder": _builder, "default_input_shape": (224, 224)}, "3 positive ints"),
+        ({"name": "x", "builder": _builder, "params": -1}, "params must be"),
+        ({"name": "x", "builder": _builder, "preprocessing": "bgr"}, "preprocessing must be"),
+        ({"name": "x", "builder": _builder, "blocks": (("b1", "^b1"),)}, "BlockRule"),
+    ],
+)
+def test_invalid_spec_is_recorded_with_the_reason(bad, words):
+    registry = Registry()
+    registry.register(BackboneSpec(**bad), plugin="sloppy")
+    assert len(registry) == 0
+    assert registry.failures[0].plugin == "sloppy"
+    assert words in registry.failures[0].reason
+
+
+def test_registering_something_that_is_not_a_spec_is_recorded():
+    registry = Registry()
+    registry.register({"name": "dict"}, plugin="wrongtype")
+    assert registry.failures == [
+        PluginFailure("wrongtype", "register() expects a BackboneSpec, received dict")
+    ]
+
+
+def test_a_hook_that_raises_is_recorded_and_the_rest_still_register():
+    registry = Registry()
+
+    def good(register):
+        register(spec("goodnet"))
+
+    def broken(register):
+        register(spec("halfnet"))
+        raise RuntimeError("boom")
+
+    registry.collect("broken", broken)
+    registry.collect("good", good)
+    assert registry.resolve("goodnet").source == "good"
+    assert any(f.plugin == "broken" and "RuntimeError: boom" in f.reason for f in registry.failures)
+
+
+def test_strict_mode_raises_the_plugins_error(monkeypatch):
+    monkeypatch.setenv("KERAS_TLFT_STRICT_PLUGINS", "1")
+    registry = Registry()
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(spec("a", source="s"), plugin="p1")
+        registry.register(spec("a", source="s"), plugin="p2")
+
+
+def test_normalize():
+    assert normalize("EfficientNet-V2 S") == "efficientnetv2s"
+
+
+def test_block_rules_are_part_of_the_spec():
+    vgg = get_backbone("vgg16")
+    assert [b.name for b in vgg.blocks] == ["block1", "block2", "block3", "block4", "block5"]
+    assert all(isinstance(b, BlockRule) for b in vgg.blocks)
