@@ -173,6 +173,82 @@ def _render_inspect(r: dict, out: Console) -> None:
     out.print(totals)
 
 
+# --- bench ------------------------------------------------------------------------------------
+
+
+def cmd_bench(args, out: Console) -> int:
+    from keras_tlft.blocks import parse_unfreeze
+    from keras_tlft.registry import get_backbone
+
+    get_backbone(args.name)
+    parse_unfreeze(args.partial, "--partial")
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+            raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
+        os.environ["KERAS_BACKEND"] = args.backend
+    _quiet_tensorflow()
+    from keras_tlft.bench import PHASES, device_name, run_bench
+
+    if bad := [p for p in phases if p not in PHASES]:
+        raise UsageError(f"Unknown phase(s) {', '.join(bad)}: expected some of "
+                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
+    device, on_gpu = device_name()
+    batch = args.batch_size or (32 if on_gpu else 8)
+    steps = args.steps or (50 if on_gpu else 10)
+    err = Console(stderr=True, highlight=False)
+    if not on_gpu and not args.json:
+        err.print(f"[yellow]No GPU: measuring on {device} with small defaults "
+                  f"(batch {batch}, {steps} steps).[/yellow]")
+    kwargs = dict(batch_size=batch, image_size=args.image_size, steps=steps,
+                  warmup_steps=args.warmup_steps, mixed_precision=args.mixed_precision,
+                  jit_compile=args.jit, phases=phases, partial=args.partial)
+    if args.json:
+        report = run_bench(args.name, **kwargs)
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as progress:
+            tasks = {p: progress.add_task(p, total=None) for p in phases}
+
+            def on_step(phase, step, total):
+                progress.update(tasks[phase], completed=step, total=total)
+
+            report = run_bench(args.name, on_step=on_step, **kwargs)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _render_bench(report, out)
+    if report.interrupted:
+        err.print("[yellow]interrupted: the phases finished so far are shown[/yellow]")
+        return 130
+    return EXIT_OK
+
+
+def _render_bench(r, out: Console) -> None:
+    mp = "mixed precision" if r.mixed_precision else "float32"
+    jit = "jit" if r.jit_compile else "no jit"
+    out.print(f"[bold]{r.backbone}[/bold] on {r.device}, backend {r.backend}: batch "
+              f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
+              f"{r.warmup_steps} warm-up, {mp}, {jit}")
+    table = Table()
+    for col in ("phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
+                "trace s", "change s"):
+        table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right")
+    for p in r.phases:
+        table.add_row(
+            p.phase, p.unfreeze or "-", _fmt_int(p.trainable_params), f"{p.step_ms_median:.1f}",
+            f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}", f"{p.images_per_second:.1f}",
+            f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
+            f"{p.trace_seconds:.2f}",
+            f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
+        )
+    out.print(table)
+    out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
+              f"warm-up time beyond the median step (trace/compile); change s: the callback's "
+              f"own work at the stage change[/dim]")
+
+
 # --- plumbing ---------------------------------------------------------------------------------
 
 
@@ -259,6 +335,33 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "bench",
+        help="throughput, memory and stage-change cost per training phase (synthetic data)",
+        description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "
+        "unfrozen, fully unfrozen, inference. Uses the GPU when there is one; on a CPU it runs "
+        "with small defaults. Ctrl-C stops it with the phases finished so far.",
+    )
+    p.add_argument("name", help="backbone name, e.g. mobilenet_v2")
+    p.add_argument("--batch-size", type=_positive_int, help="default: 32 on a GPU, 8 on a CPU")
+    p.add_argument("--image-size", type=_positive_int, help="default: the backbone's own")
+    p.add_argument("--steps", type=_positive_int, help="measured steps per phase "
+                   "(default: 50 on a GPU, 10 on a CPU)")
+    p.add_argument("--warmup-steps", type=_positive_int, default=2,
+                   help="steps before measuring (they include the trace/compile)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=True,
+                   help="compile with XLA (default: on)")
+    p.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                   help="the Keras backend (default: KERAS_BACKEND, else tensorflow)")
+    p.add_argument("--phases", default="frozen,partial,full,inference",
+                   help="comma-separated: frozen, partial, full, inference")
+    p.add_argument("--partial", default="1", metavar="SPEC",
+                   help="unfreeze spec of the partial phase: k or from:... (default: 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
