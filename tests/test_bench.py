@@ -1,0 +1,80 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_tlft import BackboneSpec, BlockRule
+from keras_tlft.bench import run_bench
+
+
+def tiny(input_shape, weights, include_top):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4, 3, name="s1_conv")(inputs)
+    x = keras.layers.Conv2D(8, 3, name="s2_conv")(x)
+    return keras.Model(inputs, x)
+
+
+TINY = BackboneSpec(name="tiny", builder=tiny, source="test", default_input_shape=(16, 16, 3),
+                    blocks=(BlockRule("s1", "^s1_"), BlockRule("s2", "^s2_")))
+
+
+def test_phases_train_more_parameters_as_they_unfreeze():
+    report = run_bench(TINY, batch_size=2, steps=3, warmup_steps=1, jit_compile=False)
+    assert [p.phase for p in report.phases] == ["frozen", "partial", "full", "inference"]
+    frozen, partial, full, _ = (p.trainable_params for p in report.phases)
+    head = 8 * 10 + 10
+    assert frozen == head
+    assert partial == head + 3 * 3 * 4 * 8 + 8
+    assert full == head + 3 * 3 * 3 * 4 + 4 + 3 * 3 * 4 * 8 + 8 == report.total_params
+    for p in report.phases:
+        assert p.steps == 3 and p.images_per_second > 0
+        assert p.step_ms_p10 <= p.step_ms_median <= p.step_ms_p90
+    assert report.phases[0].stage_change_seconds is None
+    assert report.phases[1].stage_change_seconds is not None
+
+
+def test_ctrl_c_keeps_the_phases_finished_so_far():
+    def interrupt(phase, step, total):
+        if phase == "partial":
+            raise KeyboardInterrupt
+
+    report = run_bench(TINY, batch_size=2, steps=2, warmup_steps=1, jit_compile=False,
+                       on_step=interrupt)
+    assert report.interrupted
+    assert [p.phase for p in report.phases] == ["frozen"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [({"phases": ["frozen", "warm"]}, "Unknown phase(s) ['warm']"),
+     ({"steps": 0}, "steps must be an integer >= 1"),
+     ({"partial": "half"}, "Invalid partial spec 'half'")],
+)
+def test_bad_settings_are_refused(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        run_bench(TINY, **kwargs)
+    assert words in str(info.value)
+
+
+def test_cli_bench_json_parses_and_says_what_it_measured_on():
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_tlft", "bench", "mobilenet_v2", "--image-size", "32",
+         "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--no-jit",
+         "--phases", "frozen,partial,inference", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ}, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["backbone"] == "applications:mobilenet_v2"
+    assert doc["device"].startswith(("CPU", "GPU"))
+    assert [p["phase"] for p in doc["phases"]] == ["frozen", "partial", "inference"]
+    assert doc["phases"][1]["trainable_params"] > doc["phases"][0]["trainable_params"]
+
+
+def test_cli_bench_bad_phase_exits_2(capsys):
+    from keras_tlft.cli import main
+
+    assert main(["bench", "tiny-unknown"]) == 2
+    assert "Unknown backbone" in capsys.readouterr().err
