@@ -115,6 +115,10 @@ def cmd_inspect(args, out: Console) -> int:
         parse_unfreeze(args.unfreeze, "--unfreeze")
     if args.head is not None:
         resolve_head(args.head, args.num_classes)
+    if args.schedule is not None:
+        from keras_tlft.schedule import parse_schedule
+
+        parse_schedule(args.schedule)
 
     _quiet_tensorflow()
     from keras_tlft.report import inspect_backbone
@@ -128,6 +132,9 @@ def cmd_inspect(args, out: Console) -> int:
         unfreeze=args.unfreeze,
         train_bn=args.train_bn,
         include_layers=args.layers,
+        schedule=args.schedule,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
     )
     if args.json:
         return _print_json(report)
@@ -171,6 +178,33 @@ def _render_inspect(r: dict, out: Console) -> None:
     totals.add_row("trainable", _fmt_int(r["trainable_params"]))
     totals.add_row("non-trainable", _fmt_int(r["non_trainable_params"]))
     out.print(totals)
+    if r.get("plan"):
+        _render_plan(r["plan"], out)
+
+
+def _render_plan(plan: list, out: Console) -> None:
+    table = Table(title="schedule plan")
+    for col in ("stage", "epochs", "unfreeze", "new blocks", "trainable", "head lr",
+                "block lr (top..bottom)"):
+        table.add_column(col, justify="right" if col == "trainable" else "left")
+    for s in plan:
+        start = "?" if s["start_epoch"] is None else str(s["start_epoch"])
+        end = "end" if s["end_epoch"] is None else str(s["end_epoch"] - 1)
+        head, *blocks = [_rate(r) for r in s["learning_rates"]]
+        span = "-" if not blocks else blocks[0] if blocks[0] == blocks[-1] else (
+            f"{blocks[0]}..{blocks[-1]}")
+        table.add_row(str(s["stage"]), f"{start}-{end}" if start != "?" else s["trigger"],
+                      str(s["unfreeze"]), ", ".join(s["new_blocks"]) or "-",
+                      _fmt_int(s["trainable_params"]), head, span)
+    out.print(table)
+    out.print("[dim]trainable: backbone parameters; block lr: the unfrozen blocks' learning "
+              "rates, top block first (xN: times the optimizer's)[/dim]")
+
+
+def _rate(rule: dict) -> str:
+    if rule.get("learning_rate") is not None:
+        return f"{rule['learning_rate']:.3g}"
+    return f"x{rule['lr_scale']:.3g}"
 
 
 # --- bench ------------------------------------------------------------------------------------
@@ -333,6 +367,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-bn", action="store_true",
                    help="with --unfreeze: train BatchNorm layers too (default: they stay frozen)")
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
+    p.add_argument("--schedule", metavar="PRESET|FILE",
+                   help="print a ProgressiveUnfreeze schedule stage by stage: a preset "
+                   "(two_phase, gradual:every=2, fine_tune_at:layer=100, plateau) or a JSON file")
+    p.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="with --schedule: the run's number of epochs")
+    p.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="with --schedule: the optimizer's learning rate, for absolute rates")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_inspect)
 

@@ -31,6 +31,9 @@ def inspect_backbone(
     unfreeze=None,
     train_bn: bool = False,
     include_layers: bool = False,
+    schedule=None,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
 ) -> dict:
     """Describe a backbone, built offline with ``weights=None``, as a JSON-able dict.
 
@@ -38,6 +41,11 @@ def inspect_backbone(
     ``unfreeze`` says otherwise; with ``head`` it is the model :func:`build_model` returns
     (backbone frozen) with ``unfreeze`` applied the way ``ProgressiveUnfreeze`` applies it
     (BatchNorm layers stay frozen unless ``train_bn``).
+
+    With ``schedule`` (a preset, a JSON file or a mapping, as ``ProgressiveUnfreeze`` takes it)
+    the report gains ``plan``: the schedule stage by stage, computed by the code the callback
+    runs (:func:`keras_tlft.schedule.plan_stages`), for ``epochs`` and the optimizer's
+    ``learning_rate`` when given.
     """
     spec = get_backbone(name)
     state = parse_unfreeze(unfreeze) if unfreeze is not None else None
@@ -47,6 +55,10 @@ def inspect_backbone(
             f"Received: include_top=True, head={head!r}"
         )
     head_layers = resolve_head(head, num_classes) if head is not None else None
+    if schedule is not None:
+        from keras_tlft.schedule import parse_schedule
+
+        schedule = parse_schedule(schedule)
     shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
     if head_layers is not None:
         model = build_model(spec, num_classes, head=format_head_spec(head_layers),
@@ -77,6 +89,12 @@ def inspect_backbone(
         "backbone_params": backbone.count_params(),
         "blocks": [_block_row(backbone.layers, b) for b in blocks],
     }
+    if schedule is not None:
+        from keras_tlft.schedule import plan_stages
+
+        report["schedule"] = schedule.to_json()
+        report["plan"] = plan_stages(backbone.layers, blocks, schedule, epochs=epochs,
+                                     learning_rate=learning_rate, container=backbone)
     if include_layers:
         block_of = {i: b.name for b in blocks for i in b.indices()}
         report["layer_table"] = [

@@ -1,0 +1,114 @@
+"""Benchmark 3: `keras-tlft bench` throughput against a plain Keras fit of the same model.
+
+For each backbone, in one process: `run_bench` (the frozen and full phases, stages changed by
+`ProgressiveUnfreeze` inside one fit) and a plain `model.fit` of the same model on the same
+batch, frozen then fully trainable (recompiled, as the Keras guide does). Prints images/s of
+both and their ratio (1.00 = no cost), and writes benchmarks/results/throughput.json.
+
+Usage:
+    python benchmarks/throughput.py                       # CPU defaults: batch 8, 96x96
+    python benchmarks/throughput.py --batch-size 256 --image-size 224 --mixed-precision \\
+        --backbones resnet50                               # the GPU figure of the README
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, write_json  # noqa: E402
+
+from keras_tlft import build_model  # noqa: E402
+from keras_tlft.bench import device_name, run_bench  # noqa: E402
+
+DEFAULT_BACKBONES = "mobilenet_v2,resnet50,vgg16,efficientnet_b0"
+
+
+class StepTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def plain_keras(name, batch_size, size, steps, warmup, jit, mixed):
+    """images/s of a plain `model.fit`: frozen backbone, then all trainable after recompiling."""
+    _, on_gpu = device_name()
+    policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    try:
+        model = build_model(name, 10, input_shape=(size, size, 3), weights=None)
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, (batch_size * (warmup + steps), size, size, 3)).astype("float32")
+        y = rng.integers(0, 10, len(x))
+        result = {}
+        for phase, trainable in (("frozen", False), ("full", True)):
+            model.get_layer("backbone").trainable = trainable
+            model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
+                          jit_compile=jit)
+            timer = StepTimes()
+            model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[timer])
+            result[phase] = batch_size / statistics.median(timer.times[warmup:])
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default=DEFAULT_BACKBONES)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--no-jit", dest="jit", action="store_false")
+    parser.add_argument("--out", default="throughput.json")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for name in args.backbones.split(","):
+        report = run_bench(name, batch_size=args.batch_size, image_size=args.image_size,
+                           steps=args.steps, warmup_steps=args.warmup_steps,
+                           mixed_precision=args.mixed_precision, jit_compile=args.jit,
+                           phases=("frozen", "full"))
+        keras.backend.clear_session()
+        plain = plain_keras(name, args.batch_size, args.image_size, args.steps,
+                            args.warmup_steps, args.jit, args.mixed_precision)
+        keras.backend.clear_session()
+        for phase in report.phases:
+            row = {"backbone": name, "phase": phase.phase,
+                   "tlft_images_per_second": phase.images_per_second,
+                   "keras_images_per_second": plain[phase.phase],
+                   "ratio": phase.images_per_second / plain[phase.phase],
+                   "peak_memory_mb": phase.peak_memory_mb,
+                   "stage_change_seconds": phase.stage_change_seconds,
+                   "trace_seconds": phase.trace_seconds}
+            rows.append(row)
+            print(f"{name:<16} {phase.phase:<7} keras-tlft {row['tlft_images_per_second']:8.1f} "
+                  f"img/s   plain Keras {row['keras_images_per_second']:8.1f} img/s   ratio "
+                  f"{row['ratio']:.3f}", flush=True)
+    write_json(args.out, {"benchmark": "throughput", "environment": environment(),
+                          "settings": vars(args), "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
