@@ -12,7 +12,6 @@ import functools
 
 from keras_tlft.hookspecs import hookimpl
 from keras_tlft.registry import BackboneSpec, BlockRule
-
 from keras_tlft_applications.architectures import ARCHITECTURES
 
 SOURCE = "applications"
