@@ -59,7 +59,7 @@ def cmd_list(args, out: Console) -> int:
     table = Table(title=f"{len(rows)} backbones")
     for col, justify in [("name", "left"), ("source", "left"), ("family", "left"),
                          ("parameters", "right"), ("input", "right"), ("blocks", "right")]:
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col in ("name", "parameters", "input"))
     for r in rows:
         table.add_row(r["name"], r["source"], r["family"], _fmt_int(r["params"]),
                       _shape(r["default_input_shape"]), str(r["blocks"] or "derived"))
