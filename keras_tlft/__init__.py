@@ -29,6 +29,9 @@ _LAZY = {
     "inspect_backbone": "keras_tlft.report",
     "parse_unfreeze": "keras_tlft.blocks",
     "ProgressiveUnfreeze": "keras_tlft.unfreeze",
+    "fit_frozen": "keras_tlft.cache",
+    "join_histories": "keras_tlft.cache",
+    "check_cacheable": "keras_tlft.cache",
 }
 
 __all__ = [
