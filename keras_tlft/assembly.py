@@ -57,7 +57,13 @@ def _reason(exc: Exception) -> str:
 
 
 def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_top=False):
-    """Build the backbone of ``spec``; a failed download raises :class:`WeightsDownloadError`."""
+    """Build the backbone of ``spec``; a failed download raises :class:`WeightsDownloadError`.
+
+    ``weights="default"`` means the spec's first pretrained weights (``"imagenet"`` for
+    keras.applications, the file's own for a local ``.keras`` backbone), or none if it has none.
+    """
+    if weights == "default":
+        weights = spec.weights[0] if spec.weights else None
     is_file = isinstance(weights, str) and os.path.exists(weights)
     if weights is not None and not is_file and weights not in spec.weights:
         raise ValueError(
@@ -101,7 +107,7 @@ def build_model(
     *,
     head: str | None = None,
     input_shape=None,
-    weights="imagenet",
+    weights="default",
     augmentation=None,
     resize=None,
     preprocessing: bool = True,
@@ -118,7 +124,9 @@ def build_model(
             as ``"gap,dropout:0.2,dense:10:softmax"``. Defaults to ``"gap"``.
         input_shape: ``(H, W, C)`` of the images fed to the model (raw 0-255 pixels). Defaults
             to the backbone's default input shape.
-        weights: ``"imagenet"`` (downloaded once into Keras's cache), ``None`` or a file path.
+        weights: ``"default"`` (the backbone's own pretrained weights: ``"imagenet"`` for
+            keras.applications, downloaded once into Keras's cache; a local file's own
+            weights), one of the spec's ``weights``, ``None`` (random) or a weights file.
         augmentation: ``None``, ``"default"`` (flip + rotation) or a list of Keras layers; runs
             only in training, before the backbone.
         resize: ``(H, W)`` to resize to inside the model; by default images smaller than the

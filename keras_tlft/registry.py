@@ -249,9 +249,16 @@ def get_registry(reload: bool = False) -> Registry:
 
 
 def get_backbone(name) -> BackboneSpec:
-    """The registered :class:`BackboneSpec` for ``name`` (a spec is returned as it is)."""
+    """The registered :class:`BackboneSpec` for ``name`` (a spec is returned as it is).
+
+    A path to a ``.keras`` file gives that file's spec (see :func:`keras_tlft.local.local_spec`).
+    """
     if isinstance(name, BackboneSpec):
         return name
+    from keras_tlft.local import is_local_path, local_spec
+
+    if is_local_path(name):
+        return local_spec(name)
     return get_registry().resolve(name)
 
 

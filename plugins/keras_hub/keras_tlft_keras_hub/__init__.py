@@ -1,0 +1,146 @@
+"""keras-hub's image-classification backbones as a keras-tlft backbone source.
+
+Registered through the ``keras_tlft`` entry-point group, exactly as a third-party source would be.
+Importing this module imports neither Keras nor keras-hub: the specs are static data (see
+:mod:`keras_tlft_keras_hub.architectures`) and each builder imports keras-hub only when called.
+When keras-hub is not installed the hook registers nothing, so ``keras-tlft plugins`` lists this
+plugin with 0 backbones; install it with ``pip install 'keras-tlft[keras-hub]'``.
+
+Each backbone is named after the keras-hub preset it mirrors (``resnet_50_imagenet``) and is
+built offline from explicit architecture arguments. Its pretrained weights (``weights=
+"imagenet"``, or the preset's own data set: ``"imagenet21k"``, ``"ade20k"``, ``"cityscapes"``)
+load through that preset, downloaded from Kaggle once; offline that raises
+:class:`keras_tlft.assembly.WeightsDownloadError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+from keras_tlft.hookspecs import hookimpl
+from keras_tlft.registry import BackboneSpec, BlockRule
+from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
+
+SOURCE = "keras_hub"
+INSTALL_HINT = "pip install 'keras-tlft[keras-hub]'"
+_DOWNLOAD_MODULES = ("requests", "urllib3", "kagglehub", "huggingface_hub", "urllib", "http")
+
+
+def is_available() -> bool:
+    """Whether keras-hub is installed (checked without importing it, so without TensorFlow)."""
+    return importlib.util.find_spec("keras_hub") is not None
+
+
+def build(arch: Architecture, input_shape, weights, include_top):
+    """Build one keras-hub backbone; imports keras-hub only now.
+
+    ``weights`` is ``None`` (random initialization, offline), a weights file saved from the same
+    architecture, or ``arch.weights`` (the keras-hub preset ``arch.name``, downloaded once).
+    """
+    if include_top:
+        raise ValueError(
+            f"keras-hub backbones have no classifier top; build keras_hub:{arch.name} with "
+            f"include_top=False and add a head. Received: include_top={include_top!r}"
+        )
+    keras_hub = _import_keras_hub()
+    cls = getattr(keras_hub.models, arch.constructor)
+    shape = tuple(input_shape)
+    if weights is None or _is_file(weights):
+        model = adapt_output(cls(**{**arch.config, arch.shape_argument: shape}), arch, shape)
+        if weights is not None:
+            model.load_weights(weights)
+        return model
+    try:
+        backbone = cls.from_preset(arch.name, **{arch.shape_argument: shape})
+    except Exception as exc:
+        if _is_download_failure(exc):
+            raise preset_download_error(f"{SOURCE}:{arch.name}", arch.name, weights, exc) from exc
+        raise
+    return adapt_output(backbone, arch, shape)
+
+
+def adapt_output(backbone, arch: Architecture, shape):
+    """One feature map for the backbones that output tokens or several maps (see
+    :mod:`keras_tlft_keras_hub.architectures`); other backbones are returned as they are."""
+    if arch.output is None:
+        return backbone
+    import keras
+
+    outputs = backbone.output
+    if arch.output == "last_stage":  # HGNetV2 outputs a dict of every stage's feature map
+        maps = outputs.values() if isinstance(outputs, dict) else outputs
+        y = min(maps, key=lambda t: t.shape[1])
+    elif arch.output == "tokens":
+        y = keras.layers.Reshape((1, *outputs.shape[1:]), name="tokens_as_map")(outputs)
+    else:  # "grid": Swin downsamples by 32 and outputs the grid's cells in row order
+        grid = (shape[0] // 32, shape[1] // 32, outputs.shape[-1])
+        y = keras.layers.Reshape(grid, name="tokens_as_grid")(outputs)
+    return keras.Model(backbone.inputs, y, name=backbone.name)
+
+
+def preset_download_error(key: str, preset: str, weights: str, exc: Exception):
+    """The :class:`~keras_tlft.assembly.WeightsDownloadError` for a preset that could not be
+    fetched, worded as keras-tlft words a failed keras.applications download."""
+    from keras_tlft.assembly import WeightsDownloadError
+
+    reason = str(exc).splitlines()[0][-160:] if str(exc) else type(exc).__name__
+    cache = os.path.join(
+        os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")), "models"
+    )
+    return WeightsDownloadError(
+        f"Could not download preset {preset!r} ({weights!r} weights of {key}) from Kaggle: "
+        f"{type(exc).__name__}: {reason}. Connect once so that kagglehub caches it in {cache}/, "
+        f"pass weights=None to start from random weights, or pass "
+        f"weights='path/to/backbone.weights.h5'."
+    )
+
+
+def _is_file(weights) -> bool:
+    return isinstance(weights, str) and os.path.exists(weights)
+
+
+def _is_download_failure(exc: Exception) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, (OSError, ConnectionError)) or module in _DOWNLOAD_MODULES
+
+
+def _import_keras_hub():
+    try:
+        import keras_hub
+    except ImportError as exc:
+        raise ImportError(
+            f"The keras_hub backbones need keras-hub, which is not installed. Install it with "
+            f"`{INSTALL_HINT}`. Received: {type(exc).__name__}: {exc}"
+        ) from exc
+    return keras_hub
+
+
+def make_spec(arch: Architecture) -> BackboneSpec:
+    """The BackboneSpec for one row of ``ARCHITECTURES``."""
+    return BackboneSpec(
+        name=arch.name,
+        builder=functools.partial(build, arch),
+        source=SOURCE,
+        family=arch.family,
+        description=arch.description,
+        default_input_shape=arch.default_input_shape,
+        min_input_size=arch.min_input_size,
+        params=arch.params,
+        preprocessing=arch.preprocessing,
+        weights=(arch.weights,),
+        blocks=tuple(BlockRule(*rule) for rule in arch.blocks),
+    )
+
+
+SPECS: tuple[BackboneSpec, ...] = tuple(make_spec(arch) for arch in ARCHITECTURES)
+
+
+@hookimpl
+def register_backbones(register):
+    """Register every keras-hub image backbone, or nothing when keras-hub is not installed."""
+    if not is_available():
+        return
+    for spec in SPECS:
+        register(spec)

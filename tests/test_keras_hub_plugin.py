@@ -1,0 +1,218 @@
+"""The keras-hub backbone plugin (plugins/keras_hub): registration, offline builds, parameter
+counts against keras-hub's own preset metadata, blocks, weights errors.
+
+Building the large architectures is marked ``slow`` (run them with ``-m slow``); every entry is
+built by some test. Builds that only count parameters and cut blocks run in a Keras
+``StatelessScope``, which builds the real model without allocating its weights.
+"""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import keras_tlft_keras_hub as plugin
+import pytest
+from keras_tlft_keras_hub.architectures import ARCHITECTURES
+
+from keras_tlft.assembly import WeightsDownloadError, load_backbone
+from keras_tlft.blocks import cut_into_blocks
+from keras_tlft.registry import Registry
+from keras_tlft.testing import check_backbone_spec
+
+needs_keras_hub = pytest.mark.skipif(not plugin.is_available(), reason="keras-hub not installed")
+BY_NAME = {arch.name: arch for arch in ARCHITECTURES}
+SPECS = {spec.name: spec for spec in plugin.SPECS}
+FAMILIES = ("CSPNet", "DeiT", "DenseNet", "EfficientNet", "HGNetV2", "MiT", "MobileNet",
+            "ResNet", "SwinTransformer", "VGG", "ViT", "Xception")
+FAST = {
+    "resnet_18_imagenet", "resnet_v2_50_imagenet", "resnet_vd_18_imagenet", "vgg_11_imagenet",
+    "densenet_121_imagenet", "csp_resnet_50_ra_imagenet", "efficientnet_b0_ra_imagenet",
+    "efficientnet_lite0_ra_imagenet", "hgnetv2_b4_ssld_stage2_ft_in1k",
+    "mobilenet_v3_small_050_imagenet", "deit_tiny_distilled_patch16_224_imagenet",
+    "xception_41_imagenet",
+}
+_BUILT = {}  # presets that share an architecture are built once
+
+
+def _params(names):
+    return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def _published(name) -> int:
+    import keras_hub
+
+    return keras_hub.models.Backbone.presets[name]["metadata"]["params"]
+
+
+def test_importing_the_plugin_imports_neither_keras_nor_keras_hub():
+    code = ("import sys, keras_tlft_keras_hub as p; assert len(p.SPECS) == 86; "
+            "print(sorted(m for m in ('keras', 'keras_hub', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_without_keras_hub_the_hook_registers_nothing_and_fails_nothing(monkeypatch):
+    monkeypatch.setattr(plugin, "is_available", lambda: False)
+    registry = Registry()
+    registry.collect("keras_hub", plugin.register_backbones)
+    assert len(registry) == 0 and registry.failures == [] and registry.counts["keras_hub"] == 0
+
+
+@needs_keras_hub
+def test_with_keras_hub_every_spec_registers_under_its_preset_name():
+    registry = Registry()
+    registry.collect("keras_hub", plugin.register_backbones)
+    assert registry.failures == [] and len(registry) == len(ARCHITECTURES) == 86
+    assert registry.resolve("resnet_50_imagenet").key == "keras_hub:resnet_50_imagenet"
+
+
+@needs_keras_hub
+def test_every_preset_of_the_image_classification_families_is_registered():
+    import keras_hub
+
+    presets = set()
+    for family in FAMILIES:
+        assert hasattr(keras_hub.models, f"{family}ImageClassifier")
+        presets |= set(getattr(keras_hub.models, f"{family}Backbone").presets)
+    assert sorted(presets - set(BY_NAME)) == []
+    assert sorted(set(BY_NAME) - presets) == []
+
+
+def test_every_spec_passes_the_static_checks():
+    for spec in plugin.SPECS:
+        check_backbone_spec(spec, build=False)
+
+
+@needs_keras_hub
+def test_params_match_keras_hubs_backbone_figures():
+    """The figures that count the backbone alone, for every such preset (the others need a
+    build, below)."""
+    wrong = []
+    for arch in ARCHITECTURES:
+        if arch.published_as not in ("backbone", "copied"):
+            continue
+        if _published(arch.name) - arch.params != arch.published_delta:
+            wrong.append((arch.name, _published(arch.name), arch.params))
+    assert wrong == []
+    # resnet_v2_* publish ResNet v1's figures
+    assert _published("resnet_v2_50_imagenet") == _published("resnet_50_imagenet")
+
+
+def _stats(spec):
+    """count_params, non-trainable count, output channels and blocks of an offline build."""
+    import keras
+
+    arch = BY_NAME[spec.name]
+    key = json.dumps([arch.constructor, arch.config, arch.default_input_shape, arch.output],
+                     sort_keys=True, default=list)
+    if key not in _BUILT:
+        with keras.StatelessScope():
+            model = spec.build(weights=None)
+        frozen = sum(math.prod(v.shape) for v in model.non_trainable_weights)
+        blocks = cut_into_blocks(model.layers, spec.blocks)
+        _BUILT[key] = (model.count_params(), frozen, model.output_shape[-1], blocks,
+                       len(model.layers))
+        keras.backend.clear_session()
+    return _BUILT[key]
+
+
+@needs_keras_hub
+@pytest.mark.parametrize("name", _params(sorted(SPECS)))
+def test_offline_build_has_the_declared_params_blocks_and_published_figure(name):
+    spec, arch = SPECS[name], BY_NAME[name]
+    total, frozen, channels, blocks, n_layers = _stats(spec)
+    assert total == spec.params
+    assert [b.name for b in blocks] == [rule.name for rule in spec.blocks]
+    assert blocks[-1].last == n_layers - 1
+    head = {"classifier": channels * 1000 + 1000, "classifier_trainable": channels * 1000 + 1000,
+            "classifier_10": channels * 10 + 10}.get(arch.published_as, 0)
+    counted = total - frozen if arch.published_as == "classifier_trainable" else total
+    assert _published(name) == counted + head + arch.published_delta
+
+
+def test_published_figures_cover_every_entry():
+    counts = {}
+    for arch in ARCHITECTURES:
+        counts[arch.published_as] = counts.get(arch.published_as, 0) + 1
+    assert counts == {"backbone": 42, "classifier_trainable": 20, "classifier_10": 12,
+                      "classifier": 10, "copied": 2}
+
+
+@needs_keras_hub
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("resnet_18_imagenet", (64, 64, 3)),
+        ("mobilenet_v3_small_050_imagenet", (64, 64, 3)),
+        ("vgg_11_imagenet", (64, 64, 3)),
+        ("deit_tiny_distilled_patch16_224_imagenet", None),
+        pytest.param("hgnetv2_b4_ssld_stage2_ft_in1k", (64, 64, 3), marks=pytest.mark.slow),
+        pytest.param("swin_tiny_patch4_window7_224", None, marks=pytest.mark.slow),
+        pytest.param("efficientnet_b0_ra_imagenet", (64, 64, 3), marks=pytest.mark.slow),
+        pytest.param("mit_b0_ade20k_512", (64, 64, 3), marks=pytest.mark.slow),
+        pytest.param("csp_darknet_53_ra_imagenet", (64, 64, 3), marks=pytest.mark.slow),
+        pytest.param("xception_41_imagenet", (96, 96, 3), marks=pytest.mark.slow),
+    ],
+)
+def test_spec_conforms(name, shape):
+    summary = check_backbone_spec(SPECS[name], input_shape=shape)
+    assert len(summary["blocks"]) == len(SPECS[name].blocks)
+    assert len(summary["output_shape"]) == 4
+
+
+@needs_keras_hub
+def test_inspect_unfreezes_the_top_stack_of_resnet_18():
+    from keras_tlft.report import inspect_backbone
+
+    report = inspect_backbone(SPECS["resnet_18_imagenet"], input_shape=(64, 64, 3), unfreeze=1)
+    assert [b["name"] for b in report["blocks"] if b["trainable"]] == ["stack_3"]
+
+
+@needs_keras_hub
+def test_build_model_puts_a_gap_head_on_a_vit_token_backbone():
+    from keras_tlft import build_model
+
+    model = build_model(SPECS["deit_tiny_distilled_patch16_224_imagenet"], num_classes=3,
+                        weights=None)
+    assert model.output_shape == (None, 3)
+
+
+@needs_keras_hub
+def test_pretrained_weights_offline_raise_weights_download_error(monkeypatch):
+    import keras_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("HTTPSConnectionPool(host='api.kaggle.com'): Max retries exceeded")
+
+    monkeypatch.setattr(keras_hub.models.ResNetBackbone, "from_preset", offline)
+    with pytest.raises(WeightsDownloadError) as info:
+        load_backbone(SPECS["resnet_18_imagenet"], (64, 64, 3), "imagenet")
+    assert "Could not download preset 'resnet_18_imagenet' ('imagenet' weights of " \
+           "keras_hub:resnet_18_imagenet) from Kaggle" in str(info.value)
+
+
+@needs_keras_hub
+def test_a_preset_without_imagenet_weights_names_its_own():
+    with pytest.raises(ValueError, match=r"expected None, a weights file, or one of \['ade20k'\]"):
+        load_backbone(SPECS["mit_b0_ade20k_512"], (64, 64, 3), "imagenet")
+
+
+@needs_keras_hub
+@pytest.mark.skipif(importlib.util.find_spec("keras_cv") is None, reason="keras-cv not installed")
+def test_list_shows_the_three_first_party_sources_together():
+    """The installed entry points (pyproject.toml's ``keras_tlft`` group), through the CLI."""
+    proc = subprocess.run([sys.executable, "-m", "keras_tlft", "plugins", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    plugins = {p["name"]: p["backbones"] for p in json.loads(proc.stdout)["plugins"]}
+    assert plugins.get("keras_cv") == 55 and plugins.get("keras_hub") == 86, (
+        "the keras_cv/keras_hub entry points are not installed: pyproject.toml's "
+        f"[project.entry-points.keras_tlft] must name them (then reinstall). Received: {plugins}"
+    )
+    proc = subprocess.run([sys.executable, "-m", "keras_tlft", "list", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    sources = {row["source"] for row in json.loads(proc.stdout)}
+    assert {"applications", "keras_cv", "keras_hub"} <= sources
