@@ -51,6 +51,40 @@ def _weights_error(spec: BackboneSpec, weights, exc: Exception) -> WeightsDownlo
     )
 
 
+_DOWNLOAD_MODULES = ("requests", "urllib3", "urllib", "http", "socket", "kagglehub",
+                     "huggingface_hub")
+
+
+def is_weights_file(weights) -> bool:
+    """Whether ``weights`` names an existing file (rather than ``None`` or a weights name)."""
+    return isinstance(weights, str) and os.path.exists(weights)
+
+
+def is_download_failure(exc: Exception) -> bool:
+    """Whether ``exc`` is a failed download: a network error, or an error raised by a download
+    library (requests, urllib, kagglehub, huggingface_hub), or Keras's own "URL fetch failure"."""
+    module = type(exc).__module__.split(".")[0]
+    return (
+        isinstance(exc, (OSError, ConnectionError))
+        or module in _DOWNLOAD_MODULES
+        or _looks_like_download_failure(exc)
+    )
+
+
+def preset_download_error(key: str, preset: str, weights: str, exc: Exception):
+    """The :class:`WeightsDownloadError` for a keras-cv / keras-hub preset that could not be
+    fetched, worded as a failed keras.applications download is. For plugin authors."""
+    cache = os.path.join(
+        os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")), "models"
+    )
+    return WeightsDownloadError(
+        f"Could not download preset {preset!r} ({weights!r} weights of {key}) from Kaggle: "
+        f"{type(exc).__name__}: {_reason(exc)}. Connect once so that kagglehub caches it in "
+        f"{cache}/, pass weights=None to start from random weights, or pass "
+        f"weights='path/to/backbone.weights.h5'."
+    )
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text.split(" -- ")[-1].strip()[-160:]
@@ -64,7 +98,7 @@ def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_t
     """
     if weights == "default":
         weights = spec.weights[0] if spec.weights else None
-    is_file = isinstance(weights, str) and os.path.exists(weights)
+    is_file = is_weights_file(weights)
     if weights is not None and not is_file and weights not in spec.weights:
         raise ValueError(
             f"{spec.key} cannot load weights {weights!r}: expected None, a weights file, or one "

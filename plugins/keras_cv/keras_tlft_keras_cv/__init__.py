@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
+from keras_tlft.assembly import is_download_failure, is_weights_file, preset_download_error
 from keras_tlft.hookspecs import hookimpl
 from keras_tlft.registry import BackboneSpec, BlockRule
 from keras_tlft_keras_cv.architectures import ARCHITECTURES, Architecture
@@ -27,7 +27,6 @@ SOURCE = "keras_cv"
 REQUIREMENT = "keras-cv"
 INSTALL_HINT = "pip install 'keras-tlft[keras-cv]'"
 # Libraries whose exceptions mean "the preset could not be fetched", not "the model is wrong".
-_DOWNLOAD_MODULES = ("requests", "urllib3", "kagglehub", "urllib", "http", "socket")
 
 
 def is_available() -> bool:
@@ -49,7 +48,7 @@ def build(arch: Architecture, input_shape, weights, include_top):
     keras_cv = _import_keras_cv()
     cls = getattr(keras_cv.models, arch.constructor)
     shape = tuple(input_shape)
-    if weights is None or _is_file(weights):
+    if weights is None or is_weights_file(weights):
         model = cls(**arch.config, include_rescaling=True, input_shape=shape)
         if weights is not None:
             model.load_weights(weights)
@@ -58,35 +57,9 @@ def build(arch: Architecture, input_shape, weights, include_top):
     try:
         return cls.from_preset(preset, input_shape=shape)
     except Exception as exc:
-        if _is_download_failure(exc):
+        if is_download_failure(exc):
             raise preset_download_error(f"{SOURCE}:{arch.name}", preset, weights, exc) from exc
         raise
-
-
-def preset_download_error(key: str, preset: str, weights: str, exc: Exception):
-    """The :class:`~keras_tlft.assembly.WeightsDownloadError` for a preset that could not be
-    fetched, worded as keras-tlft words a failed keras.applications download."""
-    from keras_tlft.assembly import WeightsDownloadError
-
-    reason = str(exc).splitlines()[0][-160:] if str(exc) else type(exc).__name__
-    cache = os.path.join(
-        os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")), "models"
-    )
-    return WeightsDownloadError(
-        f"Could not download preset {preset!r} ({weights!r} weights of {key}) from Kaggle: "
-        f"{type(exc).__name__}: {reason}. Connect once so that kagglehub caches it in {cache}/, "
-        f"pass weights=None to start from random weights, or pass "
-        f"weights='path/to/backbone.weights.h5'."
-    )
-
-
-def _is_file(weights) -> bool:
-    return isinstance(weights, str) and os.path.exists(weights)
-
-
-def _is_download_failure(exc: Exception) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return isinstance(exc, (OSError, ConnectionError)) or module in _DOWNLOAD_MODULES
 
 
 def _import_keras_cv():

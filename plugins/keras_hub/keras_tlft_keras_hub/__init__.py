@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
+from keras_tlft.assembly import is_download_failure, is_weights_file, preset_download_error
 from keras_tlft.hookspecs import hookimpl
 from keras_tlft.registry import BackboneSpec, BlockRule
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_hub"
 INSTALL_HINT = "pip install 'keras-tlft[keras-hub]'"
-_DOWNLOAD_MODULES = ("requests", "urllib3", "kagglehub", "huggingface_hub", "urllib", "http")
 
 
 def is_available() -> bool:
@@ -47,7 +46,7 @@ def build(arch: Architecture, input_shape, weights, include_top):
     keras_hub = _import_keras_hub()
     cls = getattr(keras_hub.models, arch.constructor)
     shape = tuple(input_shape)
-    if weights is None or _is_file(weights):
+    if weights is None or is_weights_file(weights):
         model = adapt_output(cls(**{**arch.config, arch.shape_argument: shape}), arch, shape)
         if weights is not None:
             model.load_weights(weights)
@@ -55,7 +54,7 @@ def build(arch: Architecture, input_shape, weights, include_top):
     try:
         backbone = cls.from_preset(arch.name, **{arch.shape_argument: shape})
     except Exception as exc:
-        if _is_download_failure(exc):
+        if is_download_failure(exc):
             raise preset_download_error(f"{SOURCE}:{arch.name}", arch.name, weights, exc) from exc
         raise
     return adapt_output(backbone, arch, shape)
@@ -78,32 +77,6 @@ def adapt_output(backbone, arch: Architecture, shape):
         grid = (shape[0] // 32, shape[1] // 32, outputs.shape[-1])
         y = keras.layers.Reshape(grid, name="tokens_as_grid")(outputs)
     return keras.Model(backbone.inputs, y, name=backbone.name)
-
-
-def preset_download_error(key: str, preset: str, weights: str, exc: Exception):
-    """The :class:`~keras_tlft.assembly.WeightsDownloadError` for a preset that could not be
-    fetched, worded as keras-tlft words a failed keras.applications download."""
-    from keras_tlft.assembly import WeightsDownloadError
-
-    reason = str(exc).splitlines()[0][-160:] if str(exc) else type(exc).__name__
-    cache = os.path.join(
-        os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")), "models"
-    )
-    return WeightsDownloadError(
-        f"Could not download preset {preset!r} ({weights!r} weights of {key}) from Kaggle: "
-        f"{type(exc).__name__}: {reason}. Connect once so that kagglehub caches it in {cache}/, "
-        f"pass weights=None to start from random weights, or pass "
-        f"weights='path/to/backbone.weights.h5'."
-    )
-
-
-def _is_file(weights) -> bool:
-    return isinstance(weights, str) and os.path.exists(weights)
-
-
-def _is_download_failure(exc: Exception) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return isinstance(exc, (OSError, ConnectionError)) or module in _DOWNLOAD_MODULES
 
 
 def _import_keras_hub():
