@@ -156,7 +156,7 @@ def run_recipe(recipe, x, y, x_test, y_test, epochs, lr, seed, with_curve=False)
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=metrics)
         fit["callbacks"] = [tlft.ProgressiveUnfreeze("gradual"), *fit["callbacks"]]
         history = model.fit(x, y, epochs=epochs, **fit)
-        states = history.history.get("unfreeze", [])
+        states = history.history.get("unfreeze_stage", [])
         changes = [e for e in range(1, len(states)) if states[e] != states[e - 1]]
     seconds = time.perf_counter() - start - curve.seconds
     acc = float(model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
@@ -208,6 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stem", default=None,
+                        help="output file name stem (default: transfer_fashion_mnist[_quick])")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "100", 6
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
             if per_class == plot_labels:
                 curves[recipe], changes[recipe] = runs[0]["curve"], runs[0]["stage_changes"]
 
-    stem = "transfer_fashion_mnist" + ("_quick" if args.quick else "")
+    stem = args.stem or "transfer_fashion_mnist" + ("_quick" if args.quick else "")
     png = RESULTS / f"{stem}.png"
     plot(curves, changes, png, f"Fashion-MNIST 5-9 from {plot_labels} labels/class (seed 0); "
                                "dotted: stage changes")
@@ -249,6 +251,8 @@ def main(argv=None) -> int:
         "settings": {**vars(args), "test_images": int(len(y_eval)),
                      "pretrain_seconds": pretrain_s},
         "results": results, "plot": str(png.name),
+        "curves": {"labels_per_class": plot_labels, "seed": 0, "test_accuracy": curves,
+                   "stage_changes": changes},
     })
     return 0
 
