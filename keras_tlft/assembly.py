@@ -169,9 +169,12 @@ def build_model(
         name: the model's name.
 
     Returns:
-        A ``keras.Model`` whose nested backbone (layer ``"backbone"``, frozen, called with
-        ``training=False`` so BatchNorm stays in inference mode) and head (layer ``"head"``) are
-        what :class:`keras_tlft.ProgressiveUnfreeze` finds and unfreezes.
+        A ``keras.Model`` whose nested backbone (layer ``"backbone"``, frozen) and head (layer
+        ``"head"``) are what :class:`keras_tlft.ProgressiveUnfreeze` finds and unfreezes. The
+        backbone is called with ``training=False``, but Keras 3 passes the outer ``fit``'s
+        ``training=True`` down to a nested model anyway: what keeps its BatchNorm layers in
+        inference mode is their being non-trainable, which every keras-tlft unfreeze keeps
+        unless ``train_bn=True``.
 
     Example:
     ```python

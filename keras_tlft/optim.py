@@ -1,0 +1,422 @@
+"""Optimizer mechanics for staged fine-tuning: the mechanism under the ProgressiveUnfreeze policy.
+
+Keras 3 cannot change ``trainable`` in the middle of ``fit``: the optimizer was built for the
+variables trainable when it was first called (TensorFlow and PyTorch then fail with "Unknown
+variable"), and on JAX the compiled step's state is positional. :class:`StagedOptimizer` fixes both
+once, without replacing the user's optimizer:
+
+- it builds the optimizer for the *union* of every variable a schedule can ever train, keeping the
+  state it already had, so its variable list never changes again between stages (weight
+  checkpoints and ``BackupAndRestore`` keep one layout, and restore it exactly);
+- it lets the optimizer update any subset of those variables (on JAX, ``stateless_apply`` is
+  taught to map the subset);
+- it applies a :class:`LearningRateRule` per variable, in the compiled step, as a true learning
+  rate: the rule multiplies the ``learning_rate`` handed to ``update_step`` (or to PyTorch's fused
+  ``_parallel_update_step`` per group), so Adam-like optimizers see a real learning rate, not
+  scaled gradients, and learning-rate schedules keep working.
+
+A stage change then only sets ``trainable`` flags and calls :func:`retrace`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "LearningRateRule",
+    "StagedOptimizer",
+    "innermost_optimizer",
+    "retrace",
+]
+
+
+@dataclass(frozen=True)
+class LearningRateRule:
+    """The learning rate one group of variables trains at.
+
+    ``absolute`` (when set) replaces the optimizer's learning rate by a constant; otherwise the
+    optimizer's learning rate (a float or a schedule, evaluated at each step) is multiplied by
+    ``scale``. With ``warmup_steps``, the result ramps linearly from ``1/warmup_steps`` of itself
+    at iteration ``warmup_start`` to all of it ``warmup_steps`` iterations later.
+    """
+
+    scale: float = 1.0
+    absolute: float | None = None
+    warmup_start: int | None = None
+    warmup_steps: int = 0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.absolute is None and self.scale == 1.0 and not self._ramps
+
+    @property
+    def _ramps(self) -> bool:
+        return bool(self.warmup_steps) and self.warmup_start is not None
+
+    def ramp(self, iteration: int) -> float:
+        """The warm-up factor at ``iteration`` (plain Python)."""
+        if not self._ramps:
+            return 1.0
+        return min(1.0, max(0.0, (iteration - self.warmup_start + 1) / self.warmup_steps))
+
+    def value(self, learning_rate: float, iteration: int) -> float:
+        """The learning rate in force at ``iteration`` when the optimizer's is ``learning_rate``."""
+        base = self.absolute if self.absolute is not None else learning_rate * self.scale
+        return base * self.ramp(iteration)
+
+    def tensor(self, learning_rate, iteration):
+        """:meth:`value` as backend ops, for the compiled train step."""
+        from keras import ops
+
+        if self.absolute is not None:
+            lr = ops.cast(self.absolute, "float32")
+        elif self.scale != 1.0:
+            lr = ops.multiply(ops.cast(learning_rate, "float32"), self.scale)
+        else:
+            lr = learning_rate
+        if self._ramps:
+            steps_done = ops.cast(iteration, "float32") - float(self.warmup_start) + 1.0
+            lr = lr * ops.clip(steps_done / float(self.warmup_steps), 0.0, 1.0)
+        return lr
+
+
+def innermost_optimizer(optimizer):
+    """The optimizer that holds the per-variable state (unwraps ``LossScaleOptimizer``)."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def retrace(model) -> None:
+    """Rebuild ``model``'s train function so that the next step is traced for the current
+    ``trainable`` flags (one retrace or recompile, on every backend)."""
+    model.make_train_function(force=True)
+
+
+def _strategy_scope(model):
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return model.distribute_strategy.scope()
+    return contextlib.nullcontext()
+
+
+class StagedOptimizer:
+    """Teaches one compiled Keras optimizer to train a changing subset of a fixed set of variables,
+    each at its own learning rate.
+
+    Installed once per optimizer (:meth:`install` returns the existing instance on a second call),
+    by patching the instance, never the class: the user's optimizer object stays ``model.optimizer``
+    and keeps its config, its learning-rate schedule and its state.
+
+    Args:
+        model: the compiled model whose ``optimizer`` is taught.
+    """
+
+    def __init__(self, model):
+        import keras
+
+        optimizer = model.optimizer
+        if optimizer is None:
+            raise ValueError(
+                "The model has no optimizer: compile it before fitting with ProgressiveUnfreeze. "
+                f"Received: model.optimizer={optimizer!r}"
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.inner = innermost_optimizer(optimizer)
+        if keras.backend.backend() == "jax" and self.inner.use_ema:
+            raise ValueError(
+                "ProgressiveUnfreeze cannot train with an optimizer that uses `use_ema=True` on "
+                "the JAX backend: the averages of frozen variables would need their values inside "
+                "the compiled step. Use use_ema=False, or the TensorFlow or PyTorch backend. "
+                f"Received: use_ema={self.inner.use_ema}"
+            )
+        self.rules: dict = {}
+        self.state_variables: list = []
+        self._patch()
+
+    @classmethod
+    def install(cls, model) -> StagedOptimizer:
+        """The :class:`StagedOptimizer` of ``model.optimizer``, installed on first use."""
+        inner = innermost_optimizer(model.optimizer) if model.optimizer is not None else None
+        existing = getattr(inner, "_tlft_staged", None)
+        if existing is not None:
+            existing.model = model
+            return existing
+        return cls(model)
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, variables: Sequence) -> bool:
+        """Build the optimizer for ``variables`` (every variable it may ever update), keeping the
+        state it already has for the variables it knew. Returns whether it (re)built."""
+        inner = self.inner
+        wanted = list(variables)
+        known = inner._trainable_variables_indices
+        if (
+            inner.built
+            and len(known) == len(wanted)
+            and all(inner._var_key(v) in known for v in wanted)
+        ):
+            return False
+        with _strategy_scope(self.model):
+            self._rebuild(wanted, keep_state=True)
+        return True
+
+    def reset_state(self) -> None:
+        """Reset every per-variable state (moments, accumulators) to its initial value; the
+        iteration count, the learning rate and the state variables are kept."""
+        with _strategy_scope(self.model):
+            self._rebuild(list(self.inner._trainable_variables), keep_state=False)
+
+    def _rebuild(self, wanted: list, keep_state: bool) -> None:
+        import keras
+        from keras.src.utils.tracking import DotNotTrackScope
+
+        inner = self.inner
+        n_init = _count_init_variables(inner)
+        own = [v for v in inner._variables[n_init:] if any(v is s for s in self.state_variables)]
+        built_by_build = [v for v in inner._variables[n_init:] if not any(v is s for s in own)]
+        saved = {}
+        if keep_state and inner.built and int(keras.ops.convert_to_numpy(inner.iterations)):
+            saved = _values_by_name(built_by_build)
+        # Assigning lists of variables to an optimizer attribute would track them as the
+        # optimizer's own variables (Keras's build() turns tracking off the same way).
+        with DotNotTrackScope():
+            del inner._variables[n_init:]
+            inner._trainable_variables_indices = {}
+            inner._trainable_variables = []
+            inner.built = False
+        # Tracking stays on in build(): Nadam's build() relies on it to track `_u_product`.
+        with keras.name_scope(inner.name, caller=inner):
+            inner.build(wanted)
+        inner.built = True
+        inner._variables.extend(own)
+        with DotNotTrackScope():
+            outer = self.optimizer
+            while outer is not inner:
+                outer._trainable_variables = wanted[:]
+                outer._trainable_variables_indices = {
+                    outer._var_key(v): i for i, v in enumerate(wanted)
+                }
+                outer = outer.inner_optimizer
+        skipped = _restore_by_name(inner._variables[n_init:], saved) if saved else 0
+        if skipped:
+            warnings.warn(
+                f"ProgressiveUnfreeze rebuilt optimizer {inner.name!r} for the variables the "
+                f"schedule can unfreeze; the state of {skipped} optimizer variable(s) could not be "
+                f"matched by name and starts afresh.",
+                stacklevel=3,
+            )
+
+    def state_variable(self, name: str, shape: tuple, dtype: str, fill):
+        """An optimizer-tracked variable holding training state that must survive a restart:
+        saved with the optimizer by ``save_weights``, ``BackupAndRestore`` and ``.keras``."""
+        import keras
+
+        for v in self.state_variables:
+            if v.name == name:
+                return v
+        with _strategy_scope(self.model), keras.name_scope(self.inner.name, caller=self.inner):
+            variable = keras.Variable(
+                keras.ops.full(shape, fill, dtype=dtype),
+                dtype=dtype,
+                trainable=False,
+                aggregation="only_first_replica",
+                name=name,
+            )
+        self.inner._track_variable(variable)
+        self.state_variables.append(variable)
+        return variable
+
+    # ------------------------------------------------------------------ learning rates
+
+    def set_rules(self, rules: Iterable[tuple[Iterable, LearningRateRule]]) -> None:
+        """Set the learning-rate rule of each variable; unlisted variables train at the
+        optimizer's own learning rate. Takes effect at the next :func:`retrace`."""
+        table = {}
+        for variables, rule in rules:
+            if rule.is_identity:
+                continue
+            for v in variables:
+                table[self.inner._var_key(v)] = rule
+        self.rules = table
+
+    def rule_for(self, variable) -> LearningRateRule | None:
+        return self.rules.get(self.inner._var_key(variable))
+
+    def learning_rate_of(self, variable) -> float:
+        """The learning rate ``variable`` trains at now (plain Python, for logs)."""
+        import keras
+
+        inner = self.inner
+        lr = float(keras.ops.convert_to_numpy(inner.learning_rate))
+        rule = self.rule_for(variable)
+        if rule is None:
+            return lr
+        return rule.value(lr, int(keras.ops.convert_to_numpy(inner.iterations)))
+
+    # ------------------------------------------------------------------ patches
+
+    def _patch(self) -> None:
+        import keras
+
+        inner = self.inner
+        inner._tlft_staged = self
+        self._lr_override: Callable | None = None
+        self._rule_tensors: dict | None = None
+        update_step = inner.update_step
+        get_lr = inner._get_current_learning_rate
+        apply_weight_decay = inner._apply_weight_decay
+        finalize = inner.finalize_variable_values
+
+        def patched_update_step(gradient, variable, learning_rate):
+            rule = self.rule_for(variable)
+            if rule is not None:
+                learning_rate = self._rule_tensor(rule, learning_rate)
+            return update_step(gradient, variable, learning_rate)
+
+        def patched_get_lr():
+            lr = get_lr()
+            return lr if self._lr_override is None else self._lr_override(lr)
+
+        def patched_apply_weight_decay(variables):
+            if inner.weight_decay is None and not hasattr(inner, "adam_weight_decay"):
+                return apply_weight_decay(variables)
+            for rule, group in self._groups(variables):
+                if rule is None:
+                    apply_weight_decay(group)
+                    continue
+                self._lr_override = lambda lr, rule=rule: rule.tensor(lr, inner.iterations)
+                try:
+                    apply_weight_decay(group)
+                finally:
+                    self._lr_override = None
+
+        def patched_finalize(var_list):
+            # EMA swaps in every variable it averages, which is the whole union.
+            return finalize(inner._trainable_variables if inner.use_ema else var_list)
+
+        backend_update_step = inner._backend_update_step
+
+        def patched_backend_update_step(grads, trainable_variables, learning_rate):
+            # One step (or one trace of it): the scope of the learning-rate tensors' cache.
+            self._rule_tensors = {}
+            try:
+                return backend_update_step(grads, trainable_variables, learning_rate)
+            finally:
+                self._rule_tensors = None
+
+        inner._backend_update_step = patched_backend_update_step
+        inner.update_step = patched_update_step
+        inner._get_current_learning_rate = patched_get_lr
+        inner._apply_weight_decay = patched_apply_weight_decay
+        inner.finalize_variable_values = patched_finalize
+        if hasattr(inner, "_parallel_update_step"):
+            inner._parallel_update_step = self._grouped(inner._parallel_update_step)
+        if keras.backend.backend() == "jax":
+            inner.stateless_apply = self._subset_stateless_apply
+
+    def _rule_tensor(self, rule: LearningRateRule, learning_rate):
+        """``rule.tensor``, computed once per rule within one ``_backend_update_step`` call (one
+        step, or one trace of it): every variable of a block shares it."""
+        cache = self._rule_tensors
+        if cache is None:
+            return rule.tensor(learning_rate, self.inner.iterations)
+        if id(rule) not in cache:
+            cache[id(rule)] = (rule, rule.tensor(learning_rate, self.inner.iterations))
+        return cache[id(rule)][1]
+
+    def _groups(self, variables):
+        groups: dict = {}
+        for v in variables:
+            rule = self.rule_for(v)
+            groups.setdefault(id(rule), (rule, []))[1].append(v)
+        return list(groups.values())
+
+    def _grouped(self, parallel_update_step):
+        """PyTorch's fused optimizers update all variables in one call with one learning rate:
+        call them once per group of variables that share a rule."""
+        inner = self.inner
+
+        def grouped(grads, variables, learning_rate):
+            index = {id(v): i for i, v in enumerate(variables)}
+            groups = self._groups(variables)
+            if len(groups) == 1 and groups[0][0] is None:
+                return parallel_update_step(grads, variables, learning_rate)
+            # Nadam advances a shared product once per call: replay it from the same start.
+            u_product = getattr(inner, "_u_product", None)
+            start = None if u_product is None else u_product.value.clone()
+            for rule, group in groups:
+                if start is not None:
+                    u_product.assign(start)
+                lr = learning_rate if rule is None else self._rule_tensor(rule, learning_rate)
+                parallel_update_step([grads[index[id(v)]] for v in group], group, lr)
+
+        return grouped
+
+    def _subset_stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """JAX: ``stateless_apply`` for the model's *current* trainable variables, a subset of
+        those the optimizer was built for."""
+        import keras
+
+        inner = self.inner
+        variables = list(self.model.trainable_variables)
+        if len(variables) != len(trainable_variables):
+            raise ValueError(
+                "Internal error: the JAX train step passed "
+                f"{len(trainable_variables)} trainable values for "
+                f"{len(variables)} trainable variables."
+            )
+        mapping = list(zip(variables, trainable_variables))
+        mapping += list(zip(inner.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            inner.apply(grads, variables)
+        new_trainable = [scope.get_current_value(v) for v in variables]
+        new_optimizer = [scope.get_current_value(v) for v in inner.variables]
+        return new_trainable, new_optimizer
+
+
+def _count_init_variables(optimizer) -> int:
+    """How many of ``optimizer``'s variables its constructor made (they precede those ``build``
+    makes): counted on a fresh twin built from its config."""
+    try:
+        twin = type(optimizer).from_config(optimizer.get_config())
+        return len(twin._variables)
+    except Exception:  # a custom optimizer without a faithful config
+        n = 1
+        lr = getattr(optimizer, "_learning_rate", None)
+        if lr is not None and any(lr is v for v in optimizer._variables[:2]):
+            n = 2
+        return n
+
+
+def _values_by_name(variables) -> dict:
+    import keras
+
+    values: dict = {}
+    for v in variables:
+        values.setdefault(v.name, []).append(keras.ops.convert_to_numpy(v.value))
+    return values
+
+
+def _restore_by_name(variables, saved: dict) -> int:
+    """Assign saved values to the new variables of the same name (a slot's name embeds its model
+    variable's path; the scope above it differs when a LossScaleOptimizer built it). Returns how
+    many saved values found no unambiguous match."""
+    new_paths: dict = {}
+    for v in variables:
+        new_paths.setdefault(v.name, []).append(v)
+    skipped = 0
+    for path, values in saved.items():
+        targets = new_paths.get(path, [])
+        if len(values) != 1 or len(targets) != 1 or tuple(targets[0].shape) != values[0].shape:
+            skipped += len(values)
+            continue
+        targets[0].assign(values[0])
+    return skipped

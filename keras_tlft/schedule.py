@@ -1,0 +1,625 @@
+"""Fine-tuning schedules as plain data: stages, presets, JSON files and the stage-by-stage plan.
+
+A :class:`Schedule` says which unfreeze state (``"none"``, ``k``, ``"all"``, ``"from:..."``, as in
+``keras-tlft inspect --unfreeze``) trains when, and at which learning rates. It imports no Keras:
+the CLI prints :func:`plan_stages` and the :class:`~keras_tlft.ProgressiveUnfreeze` callback runs
+the very same functions (:meth:`Schedule.resolve`, :func:`stage_at_epoch`,
+:func:`learning_rate_rules`).
+
+Example:
+
+```python
+schedule = parse_schedule({0: "none", 4: 2, 8: "all"}, block_lr_decay=1 / 2.6)
+schedule.save("schedule.json")
+plan = plan_stages(backbone.layers, blocks, "schedule.json", epochs=12, learning_rate=1e-3)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keras_tlft.blocks import UNFREEZE_HELP, Block, UnfreezeState, parse_unfreeze
+from keras_tlft.optim import LearningRateRule
+
+__all__ = [
+    "PRESETS",
+    "Schedule",
+    "Stage",
+    "fine_tune_at",
+    "gradual",
+    "learning_rate_rules",
+    "parse_schedule",
+    "plan_stages",
+    "plateau",
+    "stage_at_epoch",
+    "two_phase",
+]
+
+TRIGGERS = ("epoch", "plateau")
+MODES = ("auto", "min", "max")
+MAX_STAGES = 128
+_MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "iou")
+
+
+def _received(name: str, value: Any) -> str:
+    return f"Received: {name}={value!r}"
+
+
+def _check_number(name, value, low=0.0, allow_none=False, allow_low=False, integer=False):
+    if value is None and allow_none:
+        return
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= low if allow_low else value > low)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bound = f">= {low}" if allow_low else f"> {low}"
+        none = " or None" if allow_none else ""
+        raise ValueError(f"Invalid {name}: expected {what} {bound}{none}. {_received(name, value)}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a schedule: from ``epoch`` on (``None`` in a plateau schedule, where the
+    metric decides), the backbone trains as ``unfreeze`` says. ``learning_rate``, when set, is the
+    learning rate of the whole model in this stage (the head's; the backbone's follows from it),
+    as in "4 frozen epochs, then unfreeze everything at 1e-5"."""
+
+    unfreeze: UnfreezeState
+    epoch: int | None = None
+    learning_rate: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "unfreeze", parse_unfreeze(self.unfreeze, "unfreeze"))
+        if self.epoch is not None and (
+            isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0
+        ):
+            raise ValueError(
+                "Invalid schedule: a stage's epoch must be an integer >= 0 (epochs count from 0, "
+                f"as in `fit`). {_received('epoch', self.epoch)}"
+            )
+        _check_number("learning_rate", self.learning_rate, allow_none=True)
+
+    def to_json(self) -> dict:
+        data: dict = {"epoch": self.epoch, "unfreeze": self.unfreeze.to_json()}
+        if self.learning_rate is not None:
+            data["learning_rate"] = self.learning_rate
+        return data
+
+    @classmethod
+    def from_json(cls, data) -> Stage:
+        if isinstance(data, Stage):
+            return data
+        if not isinstance(data, Mapping):
+            return cls(unfreeze=data)
+        unknown = set(data) - {"epoch", "unfreeze", "learning_rate"}
+        if unknown or "unfreeze" not in data:
+            raise ValueError(
+                "Invalid schedule stage: expected a mapping with 'unfreeze' and optionally "
+                f"'epoch' and 'learning_rate'. {_received('stage', dict(data))}"
+            )
+        return cls(data["unfreeze"], data.get("epoch"), data.get("learning_rate"))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What trains when, at which learning rates: the whole configuration of a
+    :class:`~keras_tlft.ProgressiveUnfreeze` run, as plain data.
+
+    Args:
+        stages: the stages, as :class:`Stage` objects, ``{epoch: unfreeze}`` or a list of
+            ``{"epoch", "unfreeze", "learning_rate"}`` mappings. With ``trigger="plateau"``, a list
+            of unfreeze states entered one after the other. Empty: one more block per stage, from
+            ``"none"`` to the whole backbone (see ``every``, ``start`` and ``max_blocks``).
+        trigger: ``"epoch"`` (stages begin at their epoch) or ``"plateau"`` (the next stage
+            begins when ``monitor`` has not improved for ``patience`` epochs).
+        every: with generated stages and ``trigger="epoch"``, epochs per stage (ULMFiT's gradual
+            unfreezing). Defaults to 1.
+        start: the epoch the first block unfreezes, for generated epoch stages. Defaults to
+            ``every``.
+        max_blocks: stop generating stages after this many blocks (default: all of them).
+        monitor: the metric a plateau schedule watches. Defaults to ``"val_loss"``.
+        patience: epochs without improvement before a plateau schedule moves on. Defaults to 2.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name), as in EarlyStopping.
+        min_delta: the smallest change that counts as an improvement. Defaults to 0.
+        restore_best_weights: in a plateau schedule, restore the weights of the stage's best
+            epoch before the next stage starts. Defaults to False.
+        backbone_lr: the learning rate of the (top block of the) unfrozen backbone, absolute.
+        backbone_lr_ratio: or the backbone's learning rate as a ratio of the head's (which
+            follows the optimizer's schedule). Defaults to 1.
+        block_lr_decay: multiplier per block below the top one (discriminative fine-tuning;
+            ULMFiT uses ``1 / 2.6``). Defaults to 1.
+        warmup_steps: ramp the learning rate of newly unfrozen blocks up linearly over this many
+            optimizer steps. Defaults to 0.
+        train_bn: train BatchNormalization layers of unfrozen blocks too. By default they stay
+            frozen and in inference mode (the Keras transfer-learning guide's rule).
+        reset_optimizer_state: reset the optimizer's state (e.g. Adam's moments of the head) at
+            each stage change. By default it is kept.
+    """
+
+    stages: tuple = ()
+    trigger: str = "epoch"
+    every: int | None = None
+    start: int | None = None
+    max_blocks: int | None = None
+    monitor: str = "val_loss"
+    patience: int = 2
+    mode: str = "auto"
+    min_delta: float = 0.0
+    restore_best_weights: bool = False
+    backbone_lr: float | None = None
+    backbone_lr_ratio: float = 1.0
+    block_lr_decay: float = 1.0
+    warmup_steps: int = 0
+    train_bn: bool = False
+    reset_optimizer_state: bool = False
+
+    def __post_init__(self):
+        if self.trigger not in TRIGGERS:
+            raise ValueError(
+                f"Invalid trigger: expected one of {TRIGGERS}. {_received('trigger', self.trigger)}"
+            )
+        object.__setattr__(self, "stages", self._parse_stages(self.stages))
+        for name in ("every", "max_blocks"):
+            _check_number(name, getattr(self, name), low=1, allow_low=True, allow_none=True,
+                          integer=True)
+        _check_number("start", self.start, allow_none=True, allow_low=True, integer=True)
+        _check_number("patience", self.patience, allow_low=True, integer=True)
+        _check_number("min_delta", self.min_delta, allow_low=True)
+        _check_number("backbone_lr", self.backbone_lr, allow_none=True)
+        _check_number("backbone_lr_ratio", self.backbone_lr_ratio)
+        _check_number("warmup_steps", self.warmup_steps, allow_low=True, integer=True)
+        if not (isinstance(self.block_lr_decay, (int, float)) and 0 < self.block_lr_decay <= 1):
+            raise ValueError(
+                "Invalid block_lr_decay: expected a number in (0, 1], the learning-rate "
+                f"multiplier per block below the top one. "
+                f"{_received('block_lr_decay', self.block_lr_decay)}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(
+                f"Invalid mode: expected one of {MODES}. {_received('mode', self.mode)}"
+            )
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ValueError(f"Invalid monitor: expected a metric name. "
+                             f"{_received('monitor', self.monitor)}")
+        for name in ("restore_best_weights", "train_bn", "reset_optimizer_state"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Invalid {name}: expected True or False. "
+                                 f"{_received(name, getattr(self, name))}")
+        if self.backbone_lr is not None and self.backbone_lr_ratio != 1.0:
+            raise ValueError(
+                "backbone_lr (absolute) and backbone_lr_ratio (relative to the head's) are "
+                "alternatives: set one of them. "
+                f"Received: backbone_lr={self.backbone_lr!r}, "
+                f"backbone_lr_ratio={self.backbone_lr_ratio!r}"
+            )
+        self._check_trigger_fields()
+
+    def _parse_stages(self, stages) -> tuple:
+        if isinstance(stages, Mapping):
+            stages = [Stage(spec, _epoch_key(key)) for key, spec in stages.items()]
+        elif isinstance(stages, (str, int, UnfreezeState)) or not isinstance(stages, Sequence):
+            raise ValueError(
+                "Invalid schedule: stages must be a mapping {epoch: unfreeze} or a list of "
+                f"stages. {_received('stages', stages)}"
+            )
+        stages = tuple(Stage.from_json(s) for s in stages)
+        if len(stages) > MAX_STAGES:
+            raise ValueError(f"A schedule has at most {MAX_STAGES} stages. "
+                             f"Received: {len(stages)} stages")
+        if self.trigger == "plateau":
+            if any(s.epoch not in (None, 0) for s in stages[1:] + stages[:1]):
+                raise ValueError(
+                    "Invalid plateau schedule: its stages begin when the monitored metric stops "
+                    "improving, so they take no epoch. "
+                    f"{_received('stages', [s.to_json() for s in stages])}"
+                )
+            return tuple(dataclasses.replace(s, epoch=None) for s in stages)
+        if any(s.epoch is None for s in stages):
+            raise ValueError(
+                "Invalid schedule: every stage of an epoch schedule needs an epoch (or use "
+                f"trigger='plateau'). {_received('stages', [s.to_json() for s in stages])}"
+            )
+        epochs = [s.epoch for s in stages]
+        if len(set(epochs)) != len(epochs):
+            raise ValueError(f"Invalid schedule: two stages begin at the same epoch. "
+                             f"Received: epochs={epochs}")
+        return tuple(sorted(stages, key=lambda s: s.epoch))
+
+    def _check_trigger_fields(self):
+        if self.stages and (self.every is not None or self.start is not None
+                            or self.max_blocks is not None):
+            raise ValueError(
+                "every, start and max_blocks generate the stages (one more block per stage); "
+                "they cannot be combined with explicit stages. "
+                f"Received: stages={[s.to_json() for s in self.stages]}, every={self.every}, "
+                f"start={self.start}, max_blocks={self.max_blocks}"
+            )
+        if self.trigger == "plateau" and (self.every is not None or self.start is not None):
+            raise ValueError(
+                "every and start are for epoch schedules; a plateau schedule moves on when "
+                f"{self.monitor!r} stops improving. "
+                f"Received: every={self.every}, start={self.start}"
+            )
+
+    # ------------------------------------------------------------------ stages
+
+    def resolve(self, n_blocks: int) -> tuple[Stage, ...]:
+        """The explicit stages for a backbone of ``n_blocks`` blocks: generated ones spelled out,
+        and an epoch schedule always starting at epoch 0 (frozen, ``"none"``, until its first
+        stage)."""
+        stages = self.stages
+        if not stages:
+            n = min(self.max_blocks or n_blocks, n_blocks)
+            states = ["none", *range(1, n)] + (["all"] if n == n_blocks else [n])
+            if self.trigger == "plateau":
+                stages = tuple(Stage(s) for s in states)
+            else:
+                every = self.every or 1
+                first = every if self.start is None else self.start
+                stages = tuple(Stage(s, first + i * every) for i, s in enumerate(states[1:]))
+        if self.trigger == "epoch" and stages[0].epoch != 0:
+            stages = (Stage("none", 0),) + stages
+        if len(stages) > MAX_STAGES:
+            raise ValueError(f"A schedule has at most {MAX_STAGES} stages; this one resolves to "
+                             f"{len(stages)}. Use max_blocks or every > 1.")
+        return stages
+
+    def resolved_mode(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "max" if any(h in self.monitor for h in _MAX_MODE_HINTS) else "min"
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_json(self) -> dict:
+        """The schedule as a JSON-able dict (fields at their default are left out)."""
+        data: dict = {"trigger": self.trigger}
+        if self.stages:
+            if self.trigger == "plateau" and all(s.learning_rate is None for s in self.stages):
+                data["stages"] = [s.unfreeze.to_json() for s in self.stages]
+            else:
+                data["stages"] = [s.to_json() for s in self.stages]
+                if self.trigger == "plateau":
+                    for s in data["stages"]:
+                        s.pop("epoch")
+        for f in dataclasses.fields(self):
+            if f.name in ("stages", "trigger"):
+                continue
+            value = getattr(self, f.name)
+            if value != f.default:
+                data[f.name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Schedule:
+        """A schedule from :meth:`to_json`'s form (also read from JSON files)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown schedule field(s) {unknown}: expected some of {sorted(names)}. "
+                f"{_received('schedule', dict(data))}"
+            )
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the schedule to a JSON file."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Schedule:
+        """Read a schedule from a JSON file written by :meth:`save` (or by hand)."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"Schedule file {str(path)!r} is not valid JSON: {exc}. "
+                                 f"Received: path={str(path)!r}") from None
+        return parse_schedule(data)
+
+    def fingerprint(self) -> int:
+        """A 31-bit checksum of the schedule, stored with the training state so that a resumed
+        run notices a different schedule."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def _epoch_key(key) -> int:
+    if isinstance(key, str) and re.fullmatch(r"\s*-?\d+\s*", key):
+        key = int(key)
+    if isinstance(key, bool) or not isinstance(key, int) or key < 0:
+        raise ValueError(
+            "Invalid schedule: its keys are the epochs stages begin at, integers >= 0 (epochs "
+            f"count from 0, as in `fit`). {_received('epoch', key)}"
+        )
+    return key
+
+
+# ---------------------------------------------------------------------- presets
+
+
+def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **options) -> Schedule:
+    """Train the head for ``frozen_epochs`` epochs, then the whole model at ``learning_rate``
+    (the Keras transfer-learning guide's recipe)."""
+    _check_number("frozen_epochs", frozen_epochs, low=1, allow_low=True, integer=True)
+    return Schedule(
+        stages=(Stage("none", 0), Stage("all", frozen_epochs, learning_rate)), **options
+    )
+
+
+def fine_tune_at(layer, epoch: int = 4, learning_rate: float | None = None, **options) -> Schedule:
+    """Train the head, then from ``epoch`` on every layer from ``layer`` (an index or a name) up:
+    the classic ``fine_tune_at = 100``."""
+    return Schedule(
+        stages=(Stage("none", 0), Stage(f"from:{layer}", epoch, learning_rate)), **options
+    )
+
+
+def gradual(every: int = 1, start: int | None = None, max_blocks: int | None = None,
+            **options) -> Schedule:
+    """One more block every ``every`` epochs, top block first, from epoch ``start`` (default
+    ``every``) until the whole backbone (or ``max_blocks`` blocks) trains: ULMFiT's gradual
+    unfreezing."""
+    return Schedule(every=every, start=start, max_blocks=max_blocks, **options)
+
+
+def plateau(patience: int = 2, monitor: str = "val_loss", max_blocks: int | None = None,
+            **options) -> Schedule:
+    """One more block each time ``monitor`` has not improved for ``patience`` epochs."""
+    return Schedule(trigger="plateau", patience=patience, monitor=monitor,
+                    max_blocks=max_blocks, **options)
+
+
+PRESETS = {
+    "two_phase": two_phase,
+    "fine_tune_at": fine_tune_at,
+    "gradual": gradual,
+    "plateau": plateau,
+}
+
+PRESET_HELP = (
+    "a preset NAME or NAME:key=value,... with NAME one of "
+    f"{', '.join(PRESETS)} (e.g. 'gradual:every=2', 'fine_tune_at:layer=100,epoch=5'), "
+    "a JSON file, or a mapping {epoch: unfreeze}"
+)
+
+
+def parse_preset(text: str) -> Schedule:
+    """A schedule from a preset string: ``"gradual"``, ``"two_phase:frozen_epochs=3"``..."""
+    name, _, args = text.strip().partition(":")
+    key = name.strip().lower().replace("-", "_")
+    if key not in PRESETS:
+        raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}. "
+                         f"{_received('schedule', text)}")
+    kwargs = {}
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ValueError(f"Invalid preset argument {item!r}: expected key=value. "
+                             f"{_received('schedule', text)}")
+        try:
+            kwargs[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            kwargs[k.strip()] = v.strip()
+    try:
+        return PRESETS[key](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"Invalid arguments for preset {key!r}: {exc}. "
+                         f"{_received('schedule', text)}") from None
+
+
+def parse_schedule(schedule: Any, **options) -> Schedule:
+    """A :class:`Schedule` from any accepted form, with ``options`` (Schedule fields) applied.
+
+    Accepts a :class:`Schedule`, ``{epoch: unfreeze}``, the JSON form (a mapping with
+    ``"stages"``), a list of stages, a preset string or the path of a JSON file.
+    """
+    if isinstance(schedule, Schedule):
+        base = schedule
+    elif isinstance(schedule, (str, os.PathLike)):
+        text = os.fspath(schedule)
+        if text.endswith(".json") or os.path.isfile(text):
+            if not os.path.isfile(text):
+                raise ValueError(f"Schedule file {text!r} does not exist. "
+                                 f"{_received('schedule', text)}")
+            base = Schedule.load(text)
+        else:
+            base = parse_preset(text)
+    elif isinstance(schedule, Mapping):
+        if any(isinstance(k, str) and not re.fullmatch(r"\s*-?\d+\s*", k) for k in schedule):
+            base = Schedule.from_json(schedule)
+        else:
+            base = Schedule(stages=schedule)
+    elif isinstance(schedule, Sequence) and not isinstance(schedule, (bytes, bytearray)):
+        base = Schedule(stages=tuple(schedule), trigger=options.pop("trigger", "epoch"))
+    else:
+        raise ValueError(f"Invalid schedule: expected {PRESET_HELP}. "
+                         f"{_received('schedule', schedule)}")
+    if not options:
+        return base
+    names = {f.name for f in dataclasses.fields(Schedule)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"Unknown option(s) {unknown}: expected Schedule fields "
+                        f"{sorted(names)}.")
+    return dataclasses.replace(base, **options)
+
+
+# ---------------------------------------------------------------------- what the stages mean
+
+
+def stage_at_epoch(stages: Sequence[Stage], epoch: int) -> int:
+    """The index of the epoch-schedule stage in force at ``epoch``."""
+    index = 0
+    for i, stage in enumerate(stages):
+        if stage.epoch is not None and stage.epoch <= epoch:
+            index = i
+    return index
+
+
+def learning_rate_rules(schedule: Schedule, stage: Stage, n_blocks: int):
+    """The head's :class:`LearningRateRule` and one per block (bottom block first) in ``stage``,
+    before warm-up: the head trains at the stage's ``learning_rate`` or the optimizer's, the top
+    block at ``backbone_lr`` or ``backbone_lr_ratio`` times the head's, each lower block at
+    ``block_lr_decay`` times the one above it."""
+    head = LearningRateRule(absolute=stage.learning_rate)
+    rules = []
+    for b in range(n_blocks):
+        decay = schedule.block_lr_decay ** (n_blocks - 1 - b)
+        if schedule.backbone_lr is not None:
+            rules.append(LearningRateRule(absolute=schedule.backbone_lr * decay))
+        elif stage.learning_rate is not None:
+            rules.append(LearningRateRule(
+                absolute=stage.learning_rate * schedule.backbone_lr_ratio * decay))
+        else:
+            rules.append(LearningRateRule(scale=schedule.backbone_lr_ratio * decay))
+    return head, rules
+
+
+def describe_trigger(schedule: Schedule, index: int, stage: Stage) -> str:
+    if schedule.trigger == "epoch":
+        return f"from epoch {stage.epoch}"
+    if index == 0:
+        return "start"
+    return (f"{schedule.monitor} has not improved for {schedule.patience} epoch"
+            f"{'' if schedule.patience == 1 else 's'}")
+
+
+def plan_stages(
+    backbone_layers: Sequence,
+    blocks: Sequence[Block],
+    schedule: Any,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    container=None,
+) -> list[dict]:
+    """The plan of ``schedule`` on a backbone, stage by stage, as JSON-able dicts.
+
+    Computed by the code the callback runs: the unfreeze state is applied to the layers with
+    :func:`keras_tlft.blocks.apply_unfreeze` (BatchNorm rule included) and counted, then every
+    ``trainable`` flag is put back as it was.
+
+    Args:
+        backbone_layers: the backbone's layers (``backbone.layers``).
+        blocks: its blocks (:func:`keras_tlft.blocks.cut_into_blocks` or ``derive_blocks``).
+        schedule: anything :func:`parse_schedule` accepts.
+        epochs: the number of epochs of the run; stages that would begin later are left out.
+        learning_rate: the optimizer's learning rate, to print absolute learning rates; without
+            it a block's learning rate is given as ``lr_scale`` (times the optimizer's).
+        container: the nested backbone model, when there is one.
+
+    Returns:
+        One dict per stage: ``stage``, ``trigger``, ``start_epoch``, ``end_epoch`` (exclusive;
+        ``None``: until the end, or unknown for a plateau schedule), ``unfreeze``, ``blocks`` (the
+        names of the blocks with trainable layers), ``new_blocks`` (unfrozen in this stage),
+        ``trainable_layers``, ``trainable_params`` (of the backbone), ``learning_rates`` (a list
+        of ``{"name", "learning_rate", "lr_scale"}``, the head first, then the unfrozen blocks
+        from the top) and ``warmup_steps``.
+    """
+    from keras_tlft.blocks import apply_unfreeze
+
+    schedule = parse_schedule(schedule)
+    stages = schedule.resolve(len(blocks))
+    saved = remember_trainable(backbone_layers, container)
+    plan: list[dict] = []
+    previous: set[int] = set()
+    try:
+        for i, stage in enumerate(stages):
+            if epochs is not None and stage.epoch is not None and stage.epoch >= epochs:
+                break
+            try:
+                unfrozen = apply_unfreeze(backbone_layers, blocks, stage.unfreeze,
+                                          schedule.train_bn, container)
+            except ValueError as exc:
+                raise stage_error(schedule, i, stage, exc) from None
+            trained = [j for j in unfrozen if backbone_layers[j].trainable]
+            in_blocks = [b for b, block in enumerate(blocks)
+                         if any(j in block.indices() for j in unfrozen)]
+            plan.append(_plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous,
+                                    trained, _count_trainable(backbone_layers, container),
+                                    epochs, learning_rate))
+            previous = set(in_blocks)
+    finally:
+        saved()
+    return plan
+
+
+def _plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous, trained, params,
+                epochs, learning_rate) -> dict:
+    nxt = stages[i + 1].epoch if i + 1 < len(stages) else None
+    if nxt is not None and epochs is not None:
+        nxt = min(nxt, epochs)
+    head, rules = learning_rate_rules(schedule, stage, len(blocks))
+    rates = [_rate("head", head, learning_rate)]
+    rates += [_rate(blocks[b].name, rules[b], learning_rate) for b in reversed(in_blocks)]
+    return {
+        "stage": i,
+        "trigger": describe_trigger(schedule, i, stage),
+        "start_epoch": stage.epoch,
+        "end_epoch": nxt if nxt is not None else epochs if schedule.trigger == "epoch" else None,
+        "unfreeze": str(stage.unfreeze),
+        "blocks": [blocks[b].name for b in in_blocks],
+        "new_blocks": [blocks[b].name for b in in_blocks if b not in previous],
+        "trainable_layers": len(trained),
+        "trainable_params": params,
+        "learning_rates": rates,
+        "warmup_steps": schedule.warmup_steps,
+    }
+
+
+def _rate(name: str, rule: LearningRateRule, learning_rate: float | None) -> dict:
+    if rule.absolute is not None:
+        return {"name": name, "learning_rate": rule.absolute, "lr_scale": None}
+    value = None if learning_rate is None else learning_rate * rule.scale
+    return {"name": name, "learning_rate": value, "lr_scale": rule.scale}
+
+
+def stage_error(schedule: Schedule, index: int, stage: Stage, exc: Exception) -> ValueError:
+    """``exc`` (from resolving a stage on a backbone) with the stage it came from."""
+    where = f"epoch {stage.epoch}" if stage.epoch is not None else f"stage {index}"
+    return ValueError(f"Invalid schedule at {where} (unfreeze={stage.unfreeze.to_json()!r}): {exc}")
+
+
+def remember_trainable(layers: Sequence, container=None):
+    """Record every ``trainable`` flag under ``layers`` (and ``container``); returns a function
+    that puts them back."""
+    roots = ([container] if container is not None else []) + list(layers)
+    flags = []
+    seen: set[int] = set()
+    for root in roots:
+        for layer in root._flatten_layers(include_self=True, recursive=True):
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                flags.append((layer, layer.trainable))
+
+    def restore():
+        for layer, flag in flags:  # parents come first: their setter recurses into children
+            if layer.trainable != flag:
+                layer.trainable = flag
+
+    return restore
+
+
+def _count_trainable(layers: Sequence, container=None) -> int:
+    roots = [container] if container is not None else list(layers)
+    seen: dict[int, int] = {}
+    for root in roots:
+        for v in root.trainable_weights:
+            seen[id(v)] = math.prod(v.shape)
+    return sum(seen.values())
+
+
+def unfreeze_help() -> str:
+    return UNFREEZE_HELP

@@ -1,0 +1,581 @@
+"""ProgressiveUnfreeze: staged unfreezing of a backbone inside one ``fit`` call.
+
+The policy: which blocks train when and at which learning rates, read from a
+:class:`~keras_tlft.schedule.Schedule`. The mechanism it needs from the optimizer (one build for
+every variable the schedule can unfreeze, per-variable learning rates in the compiled step) is in
+:mod:`keras_tlft.optim`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_tlft.blocks import Block, apply_unfreeze, cut_into_blocks, derive_blocks
+from keras_tlft.optim import StagedOptimizer, retrace
+from keras_tlft.registry import BlockRule
+from keras_tlft.schedule import (
+    MAX_STAGES,
+    Schedule,
+    describe_trigger,
+    learning_rate_rules,
+    parse_schedule,
+    remember_trainable,
+    stage_at_epoch,
+    stage_error,
+)
+
+__all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]
+
+BACKBONE_LAYER = "backbone"
+HEAD_LAYER = "head"
+SPEC_ATTRIBUTE = "_tlft_spec"
+LOG_KEYS = (
+    "unfreeze_stage",
+    "unfrozen_blocks",
+    "trainable_params",
+    "head_lr",
+    "backbone_lr",
+    "backbone_lr_min",
+)
+
+
+@dataclass
+class Backbone:
+    """Where a model's backbone is: its ``layers`` (in order), the nested model holding them
+    (``container``; ``None`` when they sit directly in the model) and its blocks."""
+
+    name: str
+    layers: list
+    container: Any
+    blocks: list[Block]
+    blocks_source: str
+
+
+def _nested_models(model) -> list:
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.Model) and layer.weights and layer.name != HEAD_LAYER
+    ]
+
+
+def _candidates_message(model) -> str:
+    nested = _nested_models(model)
+    if nested:
+        rows = [f"{m.name} ({type(m).__name__}, {m.count_params():,} params)" for m in nested]
+        return "nested models: " + ", ".join(rows)
+    rows = [layer.name for layer in model.layers if layer.weights]
+    shown = ", ".join(rows[:12]) + (", ..." if len(rows) > 12 else "")
+    return (
+        f"layers with weights: {shown or 'none'} (for a flat model, pass the last backbone "
+        "layer's name, or the base model object)"
+    )
+
+
+def find_backbone(model, backbone=None) -> tuple[str, list, Any]:
+    """``(name, layers, container)`` of ``model``'s backbone.
+
+    ``backbone`` is ``None`` (a layer named ``"backbone"``, as :func:`keras_tlft.build_model`
+    makes, or else the only nested model with weights), the name of a nested model, the name of
+    the last layer of a backbone whose layers sit directly in ``model``, or a layer object (a
+    nested model, or the base model whose layers ``model`` reuses, as in
+    ``Model(base.input, head(base.output))``).
+    """
+    if backbone is None:
+        nested = _nested_models(model)
+        named = [m for m in nested if m.name == BACKBONE_LAYER]
+        if named or len(nested) == 1:
+            found = (named or nested)[0]
+            return found.name, list(found.layers), found
+        raise ValueError(
+            f"Cannot find the backbone of model {model.name!r}: "
+            f"{'several' if nested else 'no'} nested models with weights. Pass backbone= a "
+            f"layer name or the layer object; candidates: {_candidates_message(model)}. "
+            "Received: backbone=None"
+        )
+    if isinstance(backbone, str):
+        names = [layer.name for layer in model.layers]
+        if backbone not in names:
+            close = difflib.get_close_matches(backbone, names, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"No layer named {backbone!r} in model {model.name!r}.{hint} Candidates: "
+                f"{_candidates_message(model)}. Received: backbone={backbone!r}"
+            )
+        backbone = model.get_layer(backbone)
+    if not isinstance(backbone, keras.layers.Layer):
+        raise ValueError(
+            "backbone must be None, a layer name or a Keras layer. "
+            f"Received: backbone={backbone!r}"
+        )
+    top = model.layers
+    if any(layer is backbone for layer in top):
+        if isinstance(backbone, keras.Model):
+            return backbone.name, list(backbone.layers), backbone
+        index = next(i for i, layer in enumerate(top) if layer is backbone)
+        return backbone.name, list(top[: index + 1]), None
+    if isinstance(backbone, keras.Model):
+        ids = {id(layer) for layer in model._flatten_layers(include_self=False)}
+        if all(id(layer) in ids for layer in backbone.layers):
+            return backbone.name, list(backbone.layers), None
+    raise ValueError(
+        f"The backbone {backbone.name!r} is not part of model {model.name!r}: it is neither one "
+        f"of its layers nor a model whose layers it uses. Candidates: "
+        f"{_candidates_message(model)}. Received: backbone={backbone.name!r}"
+    )
+
+
+def resolve_blocks(name: str, layers: Sequence, container, model, blocks=None):
+    """The blocks of a backbone and where they come from (``"spec"`` or ``"derived"``)."""
+    from keras_tlft.registry import get_backbone
+
+    if blocks is not None:
+        rules = get_backbone(blocks).blocks if isinstance(blocks, str) else tuple(blocks)
+        if not all(isinstance(r, BlockRule) for r in rules):
+            raise ValueError(
+                "blocks must be None, a registered backbone name or a list of BlockRule. "
+                f"Received: blocks={blocks!r}"
+            )
+        return cut_into_blocks(layers, rules), "given"
+    spec = getattr(container, SPEC_ATTRIBUTE, None) or getattr(model, SPEC_ATTRIBUTE, None)
+    if spec is None and container is not None:
+        try:
+            spec = get_backbone(name)
+        except ValueError:
+            spec = None
+    if spec is not None and spec.blocks:
+        try:
+            return cut_into_blocks(layers, spec.blocks), f"spec {spec.key}"
+        except ValueError:
+            pass
+    return derive_blocks(layers), "derived"
+
+
+def _blocks_arg(blocks):
+    if blocks is None or isinstance(blocks, str):
+        return blocks
+    if isinstance(blocks, Sequence) and not isinstance(blocks, (bytes, bytearray)):
+        rules = []
+        for rule in blocks:
+            if isinstance(rule, BlockRule):
+                rules.append(rule)
+            elif isinstance(rule, Sequence) and not isinstance(rule, str) and 2 <= len(rule) <= 3:
+                rules.append(BlockRule(*rule))
+            else:
+                break
+        else:
+            return tuple(rules)
+    raise ValueError(
+        "blocks must be None (from the registry or derived), a registered backbone name, or a "
+        f"list of BlockRule / (name, pattern[, after]). Received: blocks={blocks!r}"
+    )
+
+
+def _count(variables) -> int:
+    return int(sum(math.prod(v.shape) for v in variables))
+
+
+def _print(message: str) -> None:
+    try:
+        from keras.src.utils import io_utils
+
+        io_utils.print_msg(message)
+    except ImportError:  # pragma: no cover - a Keras without io_utils
+        print(message)
+
+
+class ProgressiveUnfreeze(keras.callbacks.Callback):
+    """Unfreeze a backbone stage by stage, inside one `fit`, on every Keras backend.
+
+    Each stage sets which blocks of the backbone train (an unfreeze state: `"none"`, `k` for the
+    top k blocks, `"all"`, or `"from:INDEX|LAYER_NAME"`, as `keras-tlft inspect --unfreeze`
+    shows) and at which learning rates. Stages begin at given epochs, or when a monitored metric
+    stops improving. No recompile and no second `fit` are needed: the optimizer is built once for
+    every variable the schedule can unfreeze (keeping the state it had), a stage change sets the
+    `trainable` flags and retraces the train step, and each block's learning rate is applied in
+    the compiled step as a true learning rate (for Adam too), so learning-rate schedules,
+    `BackupAndRestore`, mixed precision and distribution strategies keep working.
+
+    Each epoch's `logs` gain `unfreeze_stage`, `unfrozen_blocks`, `trainable_params`, `head_lr`,
+    `backbone_lr` (the top unfrozen block's) and `backbone_lr_min` (the lowest one's), the rates
+    in force for the next step, so `History`, `CSVLogger` and `TensorBoard` record them: list
+    this callback before `CSVLogger` and `TensorBoard` so that they see those keys. With
+    `BackupAndRestore` (in any order) a restarted run resumes in the same stage, with the same
+    warm-up and the same plateau counters; only a plateau schedule on a training metric (not
+    `val_*`) needs this callback listed before `BackupAndRestore`.
+
+    BatchNormalization layers stay frozen by default, which is what keeps them in inference
+    mode: in Keras 3 a nested model called with `training=False` still runs its *trainable*
+    BatchNorm layers in training mode during `fit`.
+
+    Args:
+        schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset
+            (`"two_phase"`, `"fine_tune_at:layer=100,epoch=5"`, `"gradual:every=2"`,
+            `"plateau:patience=2"`), the path of a JSON schedule file, or a `Schedule`.
+        backbone: the backbone: `None` finds it (the layer `"backbone"` of a model from
+            `keras_tlft.build_model`, or the only nested model with weights), a layer name (a
+            nested model, or the last backbone layer when its layers sit directly in the model),
+            or a layer object (a nested model, or the base model whose layers the model reuses,
+            as in `Model(base.input, head(base.output))`).
+        blocks: `None` (from the registry when the backbone is known, else derived from the
+            layer names and printed with `verbose`), a registered backbone name, or a list of
+            `BlockRule`.
+        verbose: 0 is silent, 1 prints the blocks and one line per stage change.
+        **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
+            `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
+            `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
+            `restore_best_weights`, `every`, `start`, `max_blocks`.
+
+    Example:
+
+    ```python
+    model = keras_tlft.build_model("mobilenet_v2", num_classes=10)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(train, validation_data=val, epochs=12,
+              callbacks=[ProgressiveUnfreeze(schedule={0: "none", 4: 2, 8: "all"},
+                                             backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6,
+                                             warmup_steps=100, verbose=1)])
+
+    # One more block whenever val_loss stalls for 2 epochs, best weights kept:
+    ProgressiveUnfreeze("plateau:patience=2", restore_best_weights=True)
+    # A user-built model: Model(base.input, head(base.output)), blocks from the registry.
+    ProgressiveUnfreeze("fine_tune_at:layer=100,epoch=10", backbone=base, blocks="mobilenet_v2")
+    ```
+    """
+
+    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, **options):
+        super().__init__()
+        self.schedule: Schedule = parse_schedule(schedule, **options)
+        if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
+            raise ValueError(
+                "backbone must be None, a layer name or a Keras layer. "
+                f"Received: backbone={backbone!r}"
+            )
+        self.backbone = backbone
+        self.blocks = _blocks_arg(blocks)
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
+        self.verbose = verbose
+        self._prepared = False
+        self._in_epoch = False  # on_test_end also runs in a plain evaluate()
+
+    # ------------------------------------------------------------------ set-up
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._prepared = False
+        # Build the optimizer for every variable the schedule can unfreeze *before* any
+        # callback's on_train_begin: BackupAndRestore loads the optimizer's state there, and
+        # Keras skips that load when the optimizer's variable count differs.
+        if getattr(model, "optimizer", None) is not None:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        model = self.model
+        name, layers, container = find_backbone(model, self.backbone)
+        blocks, source = resolve_blocks(name, layers, container, model, self.blocks)
+        self.found = Backbone(name, layers, container, blocks, source)
+        self.stages = self.schedule.resolve(len(blocks))
+        self._block_of = np.zeros(len(layers), dtype=int)
+        for b, block in enumerate(blocks):
+            self._block_of[block.first : block.last + 1] = b
+        # Blocks derived from layer names are a guess: always show it (known ones with verbose).
+        if self.verbose or source == "derived":
+            self._print_blocks()
+        self.staged = StagedOptimizer.install(model)
+        self.staged.build(self._union_variables())
+        self._state_epochs = self.staged.state_variable(
+            "tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
+        self._state_iterations = self.staged.state_variable(
+            "tlft_stage_iterations", (MAX_STAGES,), "int32", -1)
+        self._state_plateau = self.staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
+        self._stage_blocks_cache: dict[int, set[int]] = {}
+        self._prepared = True
+
+    def _apply(self, stage):
+        bb = self.found
+        return apply_unfreeze(bb.layers, bb.blocks, stage.unfreeze, self.schedule.train_bn,
+                              bb.container)
+
+    def _union_variables(self) -> list:
+        """Every variable some stage trains, in the model's order (so that a resumed run builds
+        the optimizer exactly as the interrupted one did)."""
+        bb = self.found
+        restore = remember_trainable(bb.layers, bb.container)
+        union: set[int] = set()
+        try:
+            for i, stage in enumerate(self.stages):
+                try:
+                    self._apply(stage)
+                except ValueError as exc:
+                    raise stage_error(self.schedule, i, stage, exc) from None
+                union.update(id(v) for v in self.model.trainable_variables)
+        finally:
+            restore()
+        ordered = [v for v in self.model.variables if id(v) in union]
+        seen: set[int] = set()
+        return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
+
+    def _print_blocks(self) -> None:
+        bb = self.found
+        rows = ", ".join(f"{b.name} [{b.first}-{b.last}]" for b in bb.blocks)
+        _print(f"ProgressiveUnfreeze: backbone {bb.name!r}, {len(bb.layers)} layers in "
+               f"{len(bb.blocks)} blocks ({bb.blocks_source}): {rows}")
+
+    # ------------------------------------------------------------------ persisted state
+
+    def _records(self):
+        epochs = keras.ops.convert_to_numpy(self._state_epochs).astype(int)
+        iterations = keras.ops.convert_to_numpy(self._state_iterations).astype(int)
+        return epochs, iterations
+
+    def _write_records(self, epochs, iterations) -> None:
+        self._state_epochs.assign(np.asarray(epochs, dtype="int32"))
+        self._state_iterations.assign(np.asarray(iterations, dtype="int32"))
+
+    def _reconcile(self, epoch: int) -> None:
+        """On the first epoch of a `fit`: a run resumed at ``epoch`` keeps the records of the
+        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh."""
+        epochs, iterations = self._records()
+        fingerprint = self.schedule.fingerprint()
+        if epoch == 0 or epochs[0] != fingerprint:
+            epochs[:] = -1
+            iterations[:] = -1
+            epochs[0] = fingerprint
+            self._state_plateau.assign(np.array([np.nan, 0.0], dtype="float32"))
+        later = epochs[1:] > epoch
+        epochs[1:][later] = -1
+        iterations[later] = -1
+        if self.schedule.trigger == "plateau" and epochs[1] == -1:
+            epochs[1] = epoch
+        self._write_records(epochs, iterations)
+
+    def _iteration(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.staged.inner.iterations))
+
+    # ------------------------------------------------------------------ callback hooks
+
+    def on_train_begin(self, logs=None):
+        if getattr(self.model, "optimizer", None) is None:
+            raise ValueError(
+                "ProgressiveUnfreeze needs a compiled model: call model.compile(optimizer, "
+                "loss) before fit. Received: model.optimizer=None"
+            )
+        if not self._prepared:
+            self._prepare()
+        self._stage = None
+        self._first_epoch = True
+        self._in_epoch = False
+        self._best_weights = None
+        self._monitor_seen = False
+        self._warned_monitor = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._reconcile(epoch)
+            self._first_epoch = False
+        self._in_epoch = True
+        self._epoch = epoch
+        target = self._stage_at(epoch)
+        if target != self._stage:
+            self._enter(target, epoch)
+
+    def _stage_at(self, epoch: int) -> int:
+        if self.schedule.trigger == "epoch":
+            return stage_at_epoch(self.stages, epoch)
+        epochs, _ = self._records()
+        begun = [i for i in range(len(self.stages)) if 0 <= epochs[1 + i] <= epoch]
+        return max(begun) if begun else 0
+
+    def _enter(self, index: int, epoch: int) -> None:
+        epochs, iterations = self._records()
+        fresh = iterations[index] < 0
+        if fresh:
+            epochs[1 + index] = epoch
+            iterations[index] = self._iteration()
+            self._write_records(epochs, iterations)
+            if self.schedule.reset_optimizer_state and index > 0:
+                self.staged.reset_state()
+        self._stage = index
+        stage = self.stages[index]
+        unfrozen = self._apply(stage)
+        self._set_learning_rates(index, iterations)
+        retrace(self.model)
+        self._trainable_params = _count(self.model.trainable_weights)
+        blocks = sorted({int(self._block_of[i]) for i in unfrozen})
+        self._unfrozen_blocks = blocks
+        if self.verbose:
+            self._announce(epoch, index, stage, blocks, len(unfrozen))
+
+    def _run_start(self, index: int, block: int, iterations) -> int | None:
+        """The iteration since which ``block`` has trained without a break, as of stage
+        ``index`` (the warm-up of a block starts when it is unfrozen)."""
+        start = index
+        while start > 0 and block in self._stage_blocks(start - 1):
+            start -= 1
+        value = int(iterations[start])
+        return value if value >= 0 else None
+
+    def _stage_blocks(self, index: int) -> set[int]:
+        cache = self._stage_blocks_cache
+        if index not in cache:
+            bb = self.found
+            restore = remember_trainable(bb.layers, bb.container)
+            try:
+                unfrozen = self._apply(self.stages[index])
+            finally:
+                restore()
+            cache[index] = {int(self._block_of[i]) for i in unfrozen}
+        return cache[index]
+
+    def _set_learning_rates(self, index: int, iterations) -> None:
+        bb = self.found
+        stage = self.stages[index]
+        head_rule, block_rules = learning_rate_rules(self.schedule, stage, len(bb.blocks))
+        backbone_ids = set()
+        per_block: dict[int, list] = {}
+        for i, layer in enumerate(bb.layers):
+            for v in layer.trainable_weights:
+                backbone_ids.add(id(v))
+                per_block.setdefault(int(self._block_of[i]), []).append(v)
+        rules = []
+        warmup = self.schedule.warmup_steps
+        self._block_rules = {}
+        for b, variables in per_block.items():
+            rule = block_rules[b]
+            if warmup:
+                rule = replace(rule, warmup_steps=warmup,
+                               warmup_start=self._run_start(index, b, iterations))
+            self._block_rules[b] = rule
+            rules.append((variables, rule))
+        head = [v for v in self.model.trainable_weights if id(v) not in backbone_ids]
+        rules.append((head, head_rule))
+        self._head_rule = head_rule
+        self.staged.set_rules(rules)
+
+    def _announce(self, epoch, index, stage, blocks, n_layers) -> None:
+        bb = self.found
+        names = [bb.blocks[b].name for b in blocks]
+        what = (f"{len(names)} block{'s' if len(names) != 1 else ''} "
+                f"({names[0]}..{names[-1]}), {n_layers} layers" if names else "backbone frozen")
+        lrs = self._learning_rates(2**62)  # the full rates, after any warm-up
+        lr_text = f"head lr {lrs['head_lr']:.3g}"
+        if names:
+            lr_text += f", backbone lr {lrs['backbone_lr']:.3g}"
+            if lrs["backbone_lr_min"] != lrs["backbone_lr"]:
+                lr_text += f"..{lrs['backbone_lr_min']:.3g}"
+            if self.schedule.warmup_steps:
+                lr_text += f" (after a {self.schedule.warmup_steps}-step warm-up)"
+        trigger = describe_trigger(self.schedule, index, stage)
+        _print(f"Epoch {epoch + 1}: ProgressiveUnfreeze stage {index + 1}/{len(self.stages)} "
+               f"(unfreeze={stage.unfreeze}, {trigger}): {what}, "
+               f"{self._trainable_params:,} trainable params; {lr_text}")
+
+    def _learning_rates(self, iteration: int) -> dict:
+        """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``."""
+        lr = float(keras.ops.convert_to_numpy(self.staged.inner.learning_rate))
+        rates = [self._block_rules[b].value(lr, iteration) for b in self._unfrozen_blocks
+                 if b in self._block_rules]
+        return {
+            "head_lr": self._head_rule.value(lr, iteration),
+            "backbone_lr": rates[-1] if rates else 0.0,
+            "backbone_lr_min": rates[0] if rates else 0.0,
+        }
+
+    def on_test_end(self, logs=None):
+        # A val_ metric is known here, before any callback's on_epoch_end: a decision taken now
+        # is in the optimizer's state when BackupAndRestore saves it, whatever the order.
+        monitor = self.schedule.monitor
+        if (self.schedule.trigger == "plateau" and self._in_epoch and logs
+                and monitor.startswith("val_") and monitor[4:] in logs):
+            self._observe(float(logs[monitor[4:]]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._in_epoch = False
+        logs = {} if logs is None else logs
+        monitor = self.schedule.monitor
+        if self.schedule.trigger == "plateau":
+            if not monitor.startswith("val_") and monitor in logs:
+                self._observe(float(logs[monitor]))
+            if monitor in logs:
+                self._monitor_seen = True
+            elif not self._monitor_seen and not self._warned_monitor and epoch > 0:
+                self._warned_monitor = True
+                warnings.warn(
+                    f"ProgressiveUnfreeze's plateau schedule watches {monitor!r}, which is not "
+                    f"in the logs (available: {', '.join(sorted(logs)) or 'none'}): the next "
+                    f"stage will not begin. Pass validation_data to fit, or monitor= one of "
+                    f"the available metrics.",
+                    stacklevel=2,
+                )
+        logs.update(self._log_values())
+
+    def _log_values(self) -> dict:
+        values = {
+            "unfreeze_stage": self._stage,
+            "unfrozen_blocks": len(self._unfrozen_blocks),
+            "trainable_params": self._trainable_params,
+        }
+        # The rates in force now, for the next step (as ReduceLROnPlateau logs its own).
+        values.update(self._learning_rates(self._iteration()))
+        return values
+
+    def _observe(self, value: float) -> None:
+        """One epoch's value of the monitored metric, in a plateau schedule."""
+        value = float(np.float32(value))
+        best, wait = (float(x) for x in keras.ops.convert_to_numpy(self._state_plateau))
+        sign = -1.0 if self.schedule.resolved_mode() == "min" else 1.0
+        if math.isnan(best) or sign * (value - best) > self.schedule.min_delta:
+            best, wait = value, 0
+            if self.schedule.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+        else:
+            wait += 1
+        if wait >= self.schedule.patience and self._stage + 1 < len(self.stages):
+            if self.schedule.restore_best_weights and self._best_weights is not None:
+                self.model.set_weights(self._best_weights)
+            elif self.schedule.restore_best_weights:
+                warnings.warn(
+                    "ProgressiveUnfreeze could not restore this stage's best weights: they were "
+                    "kept in memory by a process that has since been restarted. The next stage "
+                    "starts from the current weights.",
+                    stacklevel=2,
+                )
+            self._best_weights = None
+            epochs, iterations = self._records()
+            epochs[1 + self._stage + 1] = self._epoch + 1
+            self._write_records(epochs, iterations)
+            best, wait = math.nan, 0
+        self._state_plateau.assign(np.array([best, wait], dtype="float32"))
+
+    def on_train_end(self, logs=None):
+        self._in_epoch = False
+        self._best_weights = None
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self) -> dict:
+        """The callback's configuration as plain JSON-able values."""
+        backbone = self.backbone.name if isinstance(self.backbone, keras.layers.Layer) \
+            else self.backbone
+        blocks = self.blocks
+        if isinstance(blocks, tuple):
+            blocks = [[r.name, r.pattern, r.after] for r in blocks]
+        return {
+            "schedule": self.schedule.to_json(),
+            "backbone": backbone,
+            "blocks": blocks,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> ProgressiveUnfreeze:
+        return cls(**config)

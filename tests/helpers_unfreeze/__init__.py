@@ -1,0 +1,1 @@
+"""Tiny models and scripts for the ProgressiveUnfreeze tests (scripts run in subprocesses)."""

@@ -1,0 +1,35 @@
+"""The ProgressiveUnfreeze suite on the other Keras backends.
+
+Keras fixes its backend when it is first imported, so the callback's tests run again in a
+subprocess per backend (this process runs them on its own backend, normally TensorFlow).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+TESTS = Path(__file__).parent
+CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py"))
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_callback_suite_passes_on(backend):
+    if keras.backend.backend() == backend:
+        pytest.skip(f"this process already runs the suite on {backend}")
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed: pip install -e '.[backends]'")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CALLBACK_TESTS],
+        capture_output=True, text=True, env=env, cwd=TESTS.parent, timeout=1800, check=False,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    print(f"{backend}: {summary}")
+    assert proc.returncode == 0, f"on {backend}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
