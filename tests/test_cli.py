@@ -120,3 +120,23 @@ def test_failed_download_is_one_line_with_exit_1(monkeypatch, capsys):
 def test_python_dash_m_is_the_same_cli():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("keras-tlft ")
+
+
+def test_inspect_schedule_prints_the_plan_the_callback_would_run(capsys):
+    args = ["inspect", "vgg16", "--input-shape", "32,32,3", "--head", "gap", "--num-classes",
+            "2", "--schedule", "gradual:every=2", "--epochs", "6", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    plan = doc["plan"]
+    assert [s["start_epoch"] for s in plan] == [0, 2, 4]
+    assert [s["unfreeze"] for s in plan] == ["none", "1", "2"]
+    block = {b["name"]: b["params"] for b in doc["blocks"]}
+    assert plan[1]["trainable_params"] == block["block5"]
+    assert plan[2]["trainable_params"] == block["block5"] + block["block4"]
+    # The plan leaves the model as it found it: the report's own counts are the frozen ones.
+    assert doc["trainable_params"] == 512 * 2 + 2
+
+
+def test_inspect_bad_schedule_exits_2(capsys):
+    assert main(["inspect", "vgg16", "--schedule", "gradul"]) == 2
+    assert "Unknown schedule 'gradul'" in capsys.readouterr().err
