@@ -314,7 +314,7 @@ def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_
 
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
                   jit_compile=jit)
-    data = _RepeatBatch(x, y, warmup + steps)
+    data = _repeat_batch(x, y, warmup + steps)
     cbs = timer.callbacks(progressive_unfreeze(schedule)) + [Count()]
     try:
         model.fit(data, epochs=len(train), callbacks=cbs, verbose=0)
@@ -343,24 +343,18 @@ def _bench_inference(model, x, steps, warmup, report, on_step):
                                        memory.peak_mb()))
 
 
-def _repeat_batch_class():
+def _repeat_batch(x, y, steps):
+    """The same batch, ``steps`` times, as a PyDataset: data loading costs nothing."""
     import keras
 
     class RepeatBatch(keras.utils.PyDataset):
-        """The same batch, ``steps`` times: data loading costs nothing."""
-
-        def __init__(self, x, y, steps):
+        def __init__(self):
             super().__init__()
-            self.x, self.y, self.steps = x, y, steps
 
         def __len__(self):
-            return self.steps
+            return steps
 
         def __getitem__(self, index):
-            return self.x, self.y
+            return x, y
 
-    return RepeatBatch
-
-
-def _RepeatBatch(x, y, steps):  # noqa: N802 - a class factory, built when Keras is imported
-    return _repeat_batch_class()(x, y, steps)
+    return RepeatBatch()

@@ -139,6 +139,12 @@ def derive_blocks(layers: Sequence) -> list[Block]:
     return [Block(name, s, e) for (name, s), e in zip(groups, ends)]
 
 
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """`` Did you mean: a, b?`` for the names closest to ``name``, or an empty string."""
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
 def unfrozen_layer_indices(layers: Sequence, blocks: Sequence[Block], state: Any) -> range:
     """Indices of the layers that ``state`` unfreezes: always a tail ``layers[start:]``."""
     state = parse_unfreeze(state)
@@ -165,8 +171,7 @@ def unfrozen_layer_indices(layers: Sequence, blocks: Sequence[Block], state: Any
         return range(target % n, n)
     names = [layer.name for layer in layers]
     if target not in names:
-        close = difflib.get_close_matches(target, names, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(target, names)
         raise ValueError(
             f"No layer named {target!r} in the backbone.{hint} Run `keras-tlft inspect NAME "
             f"--layers` to list them. Received: unfreeze='from:{target}'"

@@ -8,7 +8,6 @@ every variable the schedule can unfreeze, per-variable learning rates in the com
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_tlft.blocks import Block, apply_unfreeze, cut_into_blocks, derive_blocks
+from keras_tlft.blocks import Block, apply_unfreeze, cut_into_blocks, derive_blocks, did_you_mean
 from keras_tlft.optim import StagedOptimizer, retrace
 from keras_tlft.registry import BlockRule
 from keras_tlft.schedule import (
@@ -104,8 +103,7 @@ def find_backbone(model, backbone=None) -> tuple[str, list, Any]:
     if isinstance(backbone, str):
         names = [layer.name for layer in model.layers]
         if backbone not in names:
-            close = difflib.get_close_matches(backbone, names, n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(backbone, names)
             raise ValueError(
                 f"No layer named {backbone!r} in model {model.name!r}.{hint} Candidates: "
                 f"{_candidates_message(model)}. Received: backbone={backbone!r}"
