@@ -195,9 +195,11 @@ def apply_unfreeze(
     """Set ``trainable`` on every layer for ``state``; returns the unfrozen indices.
 
     BatchNormalization layers stay frozen unless ``train_bn`` (the Keras transfer-learning
-    guide's rule: their moving statistics would be overwritten by the new data's). ``container``
-    is the nested backbone model, when there is one: it is made trainable first, so that its
-    layers' own flags decide.
+    guide's rule: their moving statistics would be overwritten by the new data's), also those
+    nested inside a composite layer (keras-hub's HGNetV2 stages, keras-cv's CSPDarkNet and
+    EfficientNetV2 blocks), which the unfrozen layer's own ``trainable`` setter would otherwise
+    turn on with it. ``container`` is the nested backbone model, when there is one: it is made
+    trainable first, so that its layers' own flags decide.
     """
     unfrozen = unfrozen_layer_indices(layers, blocks, state)
     if container is not None:
@@ -206,4 +208,15 @@ def apply_unfreeze(
         wanted = i in unfrozen and (train_bn or not is_batchnorm(layer))
         if layer.trainable != wanted:
             layer.trainable = wanted
+        if wanted:
+            # Set even when unchanged: on TensorFlow, Keras skips a setter whose value is
+            # already there, so a parent's flag alone does not say what its children have.
+            for inner in nested_batchnorms(layer):
+                if inner.trainable != train_bn:
+                    inner.trainable = train_bn
     return unfrozen
+
+
+def nested_batchnorms(layer) -> list:
+    """The BatchNormalization layers inside ``layer``, at any depth (not ``layer`` itself)."""
+    return [inner for inner in layer._flatten_layers(include_self=False) if is_batchnorm(inner)]

@@ -465,3 +465,32 @@ def test_uncompiled_model_is_told_to_compile():
     cb.set_model(model)
     with pytest.raises(ValueError, match="call model.compile"):
         cb.on_train_begin()
+
+
+def _model_with_a_composite_block(seed=0):
+    """A backbone whose second block is one layer holding a Conv2D and a BatchNormalization,
+    as keras-hub's HGNetV2 and keras-cv's CSPDarkNet nest theirs."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="block1_conv")(inputs)
+    unit = keras.Sequential([keras.layers.Conv2D(4, 3, name="unit_conv"),
+                             keras.layers.BatchNormalization(name="unit_bn")], name="block2_unit")
+    x = keras.layers.GlobalAveragePooling2D(name="block2_pool")(unit(x))
+    base = keras.Model(inputs, x, name="backbone")
+    base.trainable = False
+    outer = keras.Input((8, 8, 3))
+    head = keras.Sequential([keras.layers.Dense(2, name="dense")], name="head")
+    return keras.Model(outer, head(base(outer, training=False)))
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_batchnorm_nested_inside_an_unfrozen_layer_follows_train_bn(train_bn):
+    model = _model_with_a_composite_block()
+    snaps = Snapshots()
+    fit(model, [ProgressiveUnfreeze({0: "all"}, train_bn=train_bn), snaps], epochs=1)
+    last = snaps.moved_in(0)
+    unit = model.get_layer("backbone").get_layer("block2_unit")
+    assert last[unit.get_layer("unit_conv").kernel.path]
+    bn = unit.get_layer("unit_bn")
+    assert bn.trainable is train_bn
+    assert [last[v.path] for v in bn.weights] == [train_bn] * 4  # gamma, beta, mean, variance

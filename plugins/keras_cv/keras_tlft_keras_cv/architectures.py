@@ -15,9 +15,15 @@ same architecture, and ``published_as`` says how that figure relates to ours:
 - ``"backbone"``: it is the backbone's ``count_params()``, and must equal ``params``;
 - ``"classifier_10"``: it counts the backbone plus a 10-class ``Dense`` head (keras-cv's MiT
   figures, shared with keras-hub), so it equals ``params + 10 * channels + 10``;
-- ``"stale"``: it matches no build of keras-cv's own architecture from keras-cv's own published
-  arguments (EfficientNetV1, EfficientNetLite, MobileNetV3); ``published_delta`` records the
-  exact difference so the test notices when keras-cv corrects it;
+- ``"identity_expansion"``: it counts, in every block whose expansion ratio is 1 (the first
+  stage of EfficientNetV1 and EfficientNetLite), a 1x1 expansion ``Conv2D`` (``c * c`` weights)
+  and its ``BatchNormalization`` (``4 * c``) that keras-cv's current code skips for such blocks,
+  so it equals ``params + sum(c * c + 4 * c)`` over those blocks' input channels ``c``;
+- ``"unrounded_se"``: it counts MobileNetV3's squeeze-and-excite bottlenecks as
+  ``filters * ratio`` wide, where keras-cv's current code rounds them up to a multiple of 8, so
+  it equals ``params - sum((2 * filters + 1) * (built - filters * ratio))`` over the SE layers.
+  These two describe keras-cv's earlier code, not the architecture keras-cv 0.9 builds from its
+  own arguments; the tests rebuild each entry and derive the published figure from its layers;
 - ``None``: keras-cv publishes no figure (DenseNet, VGG16).
 
 ``weights`` maps a keras-tlft weights name to the keras-cv preset that carries those weights.
@@ -41,7 +47,6 @@ class Architecture:
     blocks: tuple
     preset: str | None = None
     published_as: str | None = "backbone"
-    published_delta: int = 0
     weights: dict = field(default_factory=dict)
     default_input_shape: tuple = (224, 224, 3)
     min_input_size: int = 32
@@ -275,14 +280,14 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         "mobilenet_v3_small_backbone", "MobileNetV3Backbone", "mobilenet_v3",
         "MobileNetV3 Small (keras_cv.models.MobileNetV3SmallBackbone)", 939_120,
         _MOBILENET_V3_SMALL, _mobilenet_v3_blocks(11), preset="mobilenet_v3_small",
-        published_as="stale", published_delta=-5_618,
+        published_as="unrounded_se",
         weights={"imagenet": "mobilenet_v3_small_imagenet"},
     ),
     Architecture(
         "mobilenet_v3_large_backbone", "MobileNetV3Backbone", "mobilenet_v3",
         "MobileNetV3 Large (keras_cv.models.MobileNetV3LargeBackbone)", 2_996_352,
         _MOBILENET_V3_LARGE, _mobilenet_v3_blocks(15), preset="mobilenet_v3_large",
-        published_as="stale", published_delta=-1_834,
+        published_as="unrounded_se",
         weights={"imagenet": "mobilenet_v3_large_imagenet"},
     ),
     # --- CSPDarkNet ---
@@ -308,18 +313,18 @@ ARCHITECTURES: tuple[Architecture, ...] = (
             f"efficientnetv1_{b}_backbone", "EfficientNetV1Backbone", "efficientnet_v1",
             f"EfficientNetV1-{b.upper()} (keras_cv.models.EfficientNetV1{b.upper()}Backbone)",
             params, _effnet_v1(width, depth, dropout), _efficientnet_blocks(7),
-            preset=f"efficientnetv1_{b}", published_as="stale", published_delta=delta,
+            preset=f"efficientnetv1_{b}", published_as="identity_expansion",
             default_input_shape=(size, size, 3),
         )
-        for b, width, depth, dropout, size, params, delta in (
-            ("b0", 1.0, 1.0, 0.2, 224, 4_049_564, 1_152),
-            ("b1", 1.0, 1.1, 0.2, 240, 6_575_232, 1_472),
-            ("b2", 1.1, 1.2, 0.3, 260, 7_768_562, 1_472),
-            ("b3", 1.2, 1.4, 0.3, 300, 10_783_528, 2_432),
-            ("b4", 1.4, 1.8, 0.4, 380, 17_673_816, 3_168),
-            ("b5", 1.6, 2.2, 0.4, 456, 28_513_520, 3_840),
-            ("b6", 1.8, 2.6, 0.5, 528, 40_960_136, 5_664),
-            ("b7", 2.0, 3.1, 0.5, 600, 64_097_680, 7_808),
+        for b, width, depth, dropout, size, params in (
+            ("b0", 1.0, 1.0, 0.2, 224, 4_049_564),
+            ("b1", 1.0, 1.1, 0.2, 240, 6_575_232),
+            ("b2", 1.1, 1.2, 0.3, 260, 7_768_562),
+            ("b3", 1.2, 1.4, 0.3, 300, 10_783_528),
+            ("b4", 1.4, 1.8, 0.4, 380, 17_673_816),
+            ("b5", 1.6, 2.2, 0.4, 456, 28_513_520),
+            ("b6", 1.8, 2.6, 0.5, 528, 40_960_136),
+            ("b7", 2.0, 3.1, 0.5, 600, 64_097_680),
         )
     ),
     # --- EfficientNet Lite ---
@@ -329,15 +334,15 @@ ARCHITECTURES: tuple[Architecture, ...] = (
             f"EfficientNetLite-{b.upper()} "
             f"(keras_cv.models.EfficientNetLite{b.upper()}Backbone)",
             params, _effnet_lite(width, depth, dropout), _efficientnet_blocks(7),
-            preset=f"efficientnetlite_{b}", published_as="stale", published_delta=delta,
+            preset=f"efficientnetlite_{b}", published_as="identity_expansion",
             default_input_shape=(size, size, 3),
         )
-        for b, width, depth, dropout, size, params, delta in (
-            ("b0", 1.0, 1.0, 0.2, 224, 3_413_024, 1_152),
-            ("b1", 1.0, 1.1, 0.2, 240, 4_189_344, 1_152),
-            ("b2", 1.1, 1.2, 0.3, 260, 4_869_168, 1_152),
-            ("b3", 1.2, 1.4, 0.3, 280, 6_992_768, 1_736),
-            ("b4", 1.4, 1.8, 0.3, 300, 11_837_936, 2_320),
+        for b, width, depth, dropout, size, params in (
+            ("b0", 1.0, 1.0, 0.2, 224, 3_413_024),
+            ("b1", 1.0, 1.1, 0.2, 240, 4_189_344),
+            ("b2", 1.1, 1.2, 0.3, 260, 4_869_168),
+            ("b3", 1.2, 1.4, 0.3, 280, 6_992_768),
+            ("b4", 1.4, 1.8, 0.3, 300, 11_837_936),
         )
     ),
     # --- EfficientNet V2 ---

@@ -1,4 +1,10 @@
-"""keras-hub's image-classification backbones as a keras-tlft backbone source.
+"""keras-hub's image backbones for classification as a keras-tlft backbone source.
+
+Every preset of keras-hub's image-classification families (CSPNet, DeiT, DenseNet, EfficientNet,
+HGNetV2, MiT, MobileNetV3, ResNet, Swin, VGG, ViT, Xception) and of its self-supervised DINOv2
+and DINOv3 ViTs: 102 backbones. keras-hub's detection, segmentation, depth and text-recognition
+models and the vision towers of its multimodal models are not registered; the reasons are in
+:mod:`keras_tlft_keras_hub.architectures`.
 
 Registered through the ``keras_tlft`` entry-point group, exactly as a third-party source would be.
 Importing this module imports neither Keras nor keras-hub: the specs are static data (see
@@ -6,10 +12,11 @@ Importing this module imports neither Keras nor keras-hub: the specs are static 
 When keras-hub is not installed the hook registers nothing, so ``keras-tlft plugins`` lists this
 plugin with 0 backbones; install it with ``pip install 'keras-tlft[keras-hub]'``.
 
-Each backbone is named after the keras-hub preset it mirrors (``resnet_50_imagenet``) and is
-built offline from explicit architecture arguments. Its pretrained weights (``weights=
-"imagenet"``, or the preset's own data set: ``"imagenet21k"``, ``"ade20k"``, ``"cityscapes"``)
-load through that preset, downloaded from Kaggle once; offline that raises
+Each backbone is named after the keras-hub preset it mirrors (``resnet_50_imagenet``,
+``dinov2_small``) and is built offline from explicit architecture arguments. Its pretrained
+weights (``weights="imagenet"``, or the preset's own data set: ``"imagenet21k"``, ``"ade20k"``,
+``"cityscapes"``, DINOv2's ``"lvd142m"``, DINOv3's ``"lvd1689m"`` and ``"sat493m"``) load
+through that preset, downloaded from Kaggle once; offline that raises
 :class:`keras_tlft.assembly.WeightsDownloadError`.
 """
 
@@ -61,8 +68,9 @@ def build(arch: Architecture, input_shape, weights, include_top):
 
 
 def adapt_output(backbone, arch: Architecture, shape):
-    """One feature map for the backbones that output tokens or several maps (see
-    :mod:`keras_tlft_keras_hub.architectures`); other backbones are returned as they are."""
+    """One feature map for the backbones that output tokens (ViT, DeiT, DINOv2, DINOv3, Swin)
+    or several maps (HGNetV2), as :mod:`keras_tlft_keras_hub.architectures` describes; other
+    backbones are returned as they are."""
     if arch.output is None:
         return backbone
     import keras

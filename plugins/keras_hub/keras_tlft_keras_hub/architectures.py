@@ -1,15 +1,26 @@
-"""keras-hub's image-classification backbones: static metadata and architecture arguments.
+"""keras-hub's image backbones for classification: static metadata and architecture arguments.
 
 One row per keras-hub preset of the families that have an ``ImageClassifier`` task (CSPNet, DeiT,
-DenseNet, EfficientNet, HGNetV2, MiT, MobileNetV3, ResNet v1/v2/vd, Swin, VGG, ViT, Xception);
+DenseNet, EfficientNet, HGNetV2, MiT, MobileNetV3, ResNet v1/v2/vd, Swin, VGG, ViT, Xception)
+and of the self-supervised ViTs that are fine-tuned for classification (DINOv2, DINOv3);
 the row's name is the preset's name. keras-hub keeps every preset's configuration on Kaggle, so
 each row carries the explicit constructor arguments (``config``), taken from keras-hub's own timm
 and transformers converters (``keras_hub.src.utils.timm``/``transformers``) and its checkpoint
 conversion scripts; the builder passes them to the family's ``keras_hub.models.*Backbone``.
 
+Not registered, because they are not a classification backbone: the task models and their
+backbones (D-FINE, RetinaNet: detection; DeepLabV3, BASNet, SAM, SAM3: segmentation;
+DepthAnything: depth; PARSeq: text recognition), the vision towers of multimodal models (CLIP,
+SigLIP, MetaCLIP 2, PaliGemma, Gemma 3n's MobileNetV5, whose one preset is that encoder),
+VideoPrism (video) and the image generators (Stable Diffusion 3, Flux).
+
 ``params`` is ``count_params()`` of the backbone built from ``config`` at
 ``default_input_shape`` with keras-hub 0.32.0 and Keras 3.15, written in as a literal so that
 ``keras-tlft list`` needs no TensorFlow; the test suite checks every one against a fresh build.
+DINOv2's count depends on the input size: it keeps the position embeddings at 518x518 (37x37
+patches, non-trainable) and, trainable, their interpolation to the input size; both are counted,
+so ``default_input_shape`` is 518, the size DINOv2 was trained at. DINOv3 uses rotary position
+embeddings and has the same count at any size.
 
 keras-hub's published ``params`` figure for a preset is counted in one of these ways, recorded in
 ``published_as`` and checked by the test suite against the installed keras-hub's metadata:
@@ -19,14 +30,24 @@ keras-hub's published ``params`` figure for a preset is counted in one of these 
 - ``"classifier_trainable"``: its trainable weights only, as PyTorch counts them (BatchNorm
   statistics left out): the timm-converted CSPNet and EfficientNet presets;
 - ``"classifier_10"``: an ``ImageClassifier`` with 10 classes (every MiT preset);
-- ``"copied"``: a figure copied from another preset (``resnet_v2_*`` carry ResNet v1's figures);
-  ``published_delta`` records the exact difference.
+- ``"copied"``: the figure of the preset named in ``published_from``, a different network
+  (``resnet_v2_*`` carry the figures of the ResNet v1 of the same depth), which the tests check
+  against that row's own build;
+- ``"rounded"``: the backbone's count rounded (half up) at the place of the figure's last
+  nonzero digit: DINOv3's 21_600_000 is ``params`` (21_596_544) to the hundred thousand,
+  6_700_000_000 the 7B's 6_716_035_072 to the hundred million.
 
-``output`` adapts the few backbones whose output is not one feature map, so that keras-tlft's
-heads (``gap``, ``flatten``...) apply: ``"tokens"`` reshapes ViT/DeiT's ``(tokens, dim)`` output
-to ``(1, tokens, dim)`` (``gap`` then averages the tokens), ``"grid"`` reshapes Swin's output to
-its ``(H/32, W/32, dim)`` grid and ``"last_stage"`` keeps HGNetV2's last-stage map. No parameters
-are added.
+``output`` adapts the backbones whose output is not one feature map, so that keras-tlft's
+heads (``gap``, ``flatten``...) apply: ``"tokens"`` reshapes the ``(tokens, dim)`` output of
+ViT, DeiT, DINOv2 and DINOv3 to ``(1, tokens, dim)`` (``gap`` then averages every token: class,
+registers and patches), ``"grid"`` reshapes Swin's output to its ``(H/32, W/32, dim)`` grid and
+``"last_stage"`` keeps HGNetV2's last-stage map. No parameters are added.
+
+keras-hub's DINO layers run their transformer layers inside one ``encoder`` layer, so a DINO
+backbone unfreezes in three blocks: ``embedding``, ``encoder`` and ``final_norm``. Their
+preprocessing is ``"torch"``: keras-hub's conversion scripts build the image converter from
+Hugging Face's processor, ImageNet's mean and std on 0-1 pixels; for the SAT-493M presets too,
+whose processor carries the same values (the DINOv3 README gives satellite statistics for them).
 """
 
 from __future__ import annotations
@@ -48,7 +69,7 @@ class Architecture:
     preprocessing: str
     weights: str = "imagenet"
     published_as: str = "backbone"
-    published_delta: int = 0
+    published_from: str | None = None
     default_input_shape: tuple = (224, 224, 3)
     min_input_size: int = 32
     shape_argument: str = "image_shape"
@@ -114,7 +135,8 @@ _DEPTHS = {
 }
 
 
-def _resnet_row(name, n, params, *, v2=False, vd=False, published_as="backbone", delta=0):
+def _resnet_row(name, n, params, *, v2=False, vd=False, published_as="backbone",
+                copied_from=None):
     basic = n < 50
     block_type = ("basic_block" if basic else "bottleneck_block") + ("_vd" if vd else "")
     kind = "ResNet-vd" if vd else ("ResNetV2" if v2 else "ResNet")
@@ -122,7 +144,7 @@ def _resnet_row(name, n, params, *, v2=False, vd=False, published_as="backbone",
         name, "ResNetBackbone", "resnet_vd" if vd else ("resnet_v2" if v2 else "resnet"),
         f"{kind}-{n}, ImageNet-1k (keras-hub preset)", params,
         _resnet(_DEPTHS[n], block_type, pre_activation=v2, vd=vd), RESNET_BLOCKS, "torch",
-        published_as=published_as, published_delta=delta,
+        published_as=published_as, published_from=copied_from,
     )
 
 
@@ -132,9 +154,9 @@ RESNETS = (
     _resnet_row("resnet_101_imagenet", 101, 42_605_504),
     _resnet_row("resnet_152_imagenet", 152, 58_295_232),
     _resnet_row("resnet_v2_50_imagenet", 50, 23_545_792, v2=True, published_as="copied",
-                delta=15_360),
+                copied_from="resnet_50_imagenet"),
     _resnet_row("resnet_v2_101_imagenet", 101, 42_590_144, v2=True, published_as="copied",
-                delta=15_360),
+                copied_from="resnet_101_imagenet"),
     _resnet_row("resnet_vd_18_imagenet", 18, 11_209_824, vd=True, published_as="classifier"),
     _resnet_row("resnet_vd_34_imagenet", 34, 21_325_408, vd=True, published_as="classifier"),
     *(
@@ -607,7 +629,100 @@ SWINS = tuple(
     )
 )
 
+# --- DINOv2, DINOv3 (self-supervised ViTs; Hugging Face configs) ---------------------------
+
+DINO_BLOCKS = (
+    ("embedding", "^(images|pixel_values)$"), ("encoder", "^encoder$"),
+    ("final_norm", "^layernorm$"),
+)
+
+_DINOV2_SIZES = {  # hidden_dim, layers, heads, label; the giant's MLP is SwiGLU
+    "small": (384, 12, 6, "ViT-S/14"), "base": (768, 12, 12, "ViT-B/14"),
+    "large": (1024, 24, 16, "ViT-L/14"), "giant": (1536, 40, 24, "ViT-g/14"),
+}
+
+
+def _dinov2(size: str, registers: bool) -> dict:
+    """facebook/dinov2-* (HF ``model_type`` ``dinov2``) and facebook/dinov2-with-registers-*
+    (``dinov2_with_registers``: 4 registers, antialiased interpolation), through
+    ``convert_dinov2.convert_backbone_config``: mlp_ratio 4, layerscale 1.0, trained at 518."""
+    hidden, layers, heads, _ = _DINOV2_SIZES[size]
+    return {
+        "patch_size": 14, "num_layers": layers, "hidden_dim": hidden, "num_heads": heads,
+        "intermediate_dim": hidden * 4, "layer_scale_init_value": 1.0,
+        "num_register_tokens": 4 if registers else 0, "use_mask_token": True,
+        "use_swiglu_ffn": size == "giant", "position_embedding_shape": (518, 518),
+        "antialias_in_interpolation": registers,
+    }
+
+
+DINOV2S = tuple(
+    Architecture(
+        f"dinov2_{'with_registers_' if registers else ''}{size}", "DINOV2Backbone", "dinov2",
+        f"DINOv2 {_DINOV2_SIZES[size][3]}{' with registers' if registers else ''}, "
+        "self-supervised on LVD-142M (keras-hub preset)",
+        params, _dinov2(size, registers), DINO_BLOCKS, "torch", weights="lvd142m",
+        default_input_shape=_square(518), min_input_size=14, output="tokens",
+    )
+    for registers, size, params in (
+        (False, "small", 22_582_656),
+        (False, "base", 87_632_640),
+        (False, "large", 305_771_520),
+        (False, "giant", 1_138_585_088),
+        (True, "small", 22_584_192),
+        (True, "base", 87_635_712),
+        (True, "large", 305_775_616),
+        (True, "giant", 1_138_591_232),
+    )
+)
+
+_DINOV3_SIZES = {  # hidden_dim, layers, heads, intermediate_dim, gated (SwiGLU) MLP, label
+    "small": (384, 12, 6, 1536, False, "ViT-S/16"),
+    "small_plus": (384, 12, 6, 1536, True, "ViT-S+/16"),
+    "base": (768, 12, 12, 3072, False, "ViT-B/16"),
+    "large": (1024, 24, 16, 4096, False, "ViT-L/16"),
+    "huge_plus": (1280, 32, 20, 5120, True, "ViT-H+/16"),
+    "7b": (4096, 40, 32, 8192, True, "ViT-7B/16"),
+}
+
+
+def _dinov3(size: str) -> dict:
+    """facebook/dinov3-vit*16-pretrain-* (HF ``model_type`` ``dinov3_vit``, written by
+    transformers' ``convert_dinov3_vit_to_hf.get_dinov3_config``) through
+    ``convert_dinov3.convert_backbone_config``: 4 registers, no key bias (the 7B has no query
+    or value bias either), RoPE with theta 100, trained at 224."""
+    hidden, layers, heads, mlp, gated, _ = _DINOV3_SIZES[size]
+    return {
+        "patch_size": 16, "num_layers": layers, "hidden_dim": hidden, "num_heads": heads,
+        "intermediate_dim": mlp, "layer_scale_init_value": 1.0, "num_register_tokens": 4,
+        "use_mask_token": True, "hidden_activation": "silu" if gated else "gelu",
+        "use_gated_mlp": gated, "use_query_bias": size != "7b", "use_key_bias": False,
+        "use_value_bias": size != "7b", "use_proj_bias": True, "use_mlp_bias": True,
+        "layer_norm_eps": 1e-5, "rope_theta": 100.0,
+    }
+
+
+DINOV3S = tuple(
+    Architecture(
+        f"dinov3_vit_{size}_{data}", "DINOV3Backbone", "dinov3",
+        f"DINOv3 {_DINOV3_SIZES[size][5]}, self-supervised on "
+        f"{'LVD-1689M' if data == 'lvd1689m' else 'SAT-493M satellite images'} (keras-hub preset)",
+        params, _dinov3(size), DINO_BLOCKS, "torch", weights=data, published_as="rounded",
+        min_input_size=16, output="tokens",
+    )
+    for size, data, params in (
+        ("small", "lvd1689m", 21_596_544),
+        ("small_plus", "lvd1689m", 28_692_864),
+        ("base", "lvd1689m", 85_660_416),
+        ("large", "lvd1689m", 303_129_600),
+        ("huge_plus", "lvd1689m", 840_592_640),
+        ("7b", "lvd1689m", 6_716_035_072),
+        ("large", "sat493m", 303_129_600),
+        ("7b", "sat493m", 6_716_035_072),
+    )
+)
+
 ARCHITECTURES: tuple[Architecture, ...] = (
-    *CSPNETS, *DEITS, *DENSENETS, *EFFICIENTNETS, *HGNETV2S, *MITS, *MOBILENETS, *RESNETS,
-    *SWINS, *VGGS, *VITS, *XCEPTIONS,
+    *CSPNETS, *DEITS, *DENSENETS, *DINOV2S, *DINOV3S, *EFFICIENTNETS, *HGNETV2S, *MITS,
+    *MOBILENETS, *RESNETS, *SWINS, *VGGS, *VITS, *XCEPTIONS,
 )
