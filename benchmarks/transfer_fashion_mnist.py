@@ -214,6 +214,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "100", 6
     labels = [int(n) for n in args.labels.split(",")]
+    started = time.perf_counter()
 
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
     source, target = y_train < 5, y_train >= 5
@@ -243,17 +244,27 @@ def main(argv=None) -> int:
 
     stem = args.stem or "transfer_fashion_mnist" + ("_quick" if args.quick else "")
     png = RESULTS / f"{stem}.png"
-    plot(curves, changes, png, f"Fashion-MNIST 5-9 from {plot_labels} labels/class (seed 0); "
-                               "dotted: stage changes")
     print_table(results, args)
+    total_s = time.perf_counter() - started
+    print(f"total wall time {total_s / 60:.1f} min (pretraining {pretrain_s:.0f} s"
+          f"{', cached' if not pretrain_s else ''})", flush=True)
+    # The figures first: a missing plotting library must not cost the run.
     write_json(f"{stem}.json", {
         "benchmark": "transfer_fashion_mnist", "environment": environment(),
         "settings": {**vars(args), "test_images": int(len(y_eval)),
-                     "pretrain_seconds": pretrain_s},
+                     "pretrain_seconds": pretrain_s, "total_seconds": total_s},
         "results": results, "plot": str(png.name),
         "curves": {"labels_per_class": plot_labels, "seed": 0, "test_accuracy": curves,
                    "stage_changes": changes},
     })
+    try:
+        plot(curves, changes, png, f"Fashion-MNIST 5-9 from {plot_labels} labels/class "
+                                   "(seed 0); dotted: stage changes")
+    except ImportError as exc:
+        print(f"The learning-curve plot needs matplotlib ({exc}); the table and JSON are "
+              "written. Install it with `pip install 'keras-tlft[benchmarks]'`.", file=sys.stderr)
+        return 1
+    print(f"wrote {png}", file=sys.stderr)
     return 0
 
 

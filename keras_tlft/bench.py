@@ -314,7 +314,7 @@ def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_
 
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
                   jit_compile=jit)
-    data = _repeat_batch(x, y, warmup + steps)
+    data = repeated_batch(x, y, warmup + steps)
     cbs = timer.callbacks(progressive_unfreeze(schedule)) + [Count()]
     try:
         model.fit(data, epochs=len(train), callbacks=cbs, verbose=0)
@@ -343,8 +343,9 @@ def _bench_inference(model, x, steps, warmup, report, on_step):
                                        memory.peak_mb()))
 
 
-def _repeat_batch(x, y, steps):
-    """The same batch, ``steps`` times, as a PyDataset: data loading costs nothing."""
+def repeated_batch(x, y, steps):
+    """The same batch, ``steps`` times, as a PyDataset: data loading costs nothing (the
+    plain-Keras baselines in benchmarks/ feed their `fit` the same way)."""
     import keras
 
     class RepeatBatch(keras.utils.PyDataset):

@@ -78,3 +78,21 @@ def test_cli_bench_bad_phase_exits_2(capsys):
 
     assert main(["bench", "tiny-unknown"]) == 2
     assert "Unknown backbone" in capsys.readouterr().err
+
+
+def test_bench_table_keeps_every_figure_whole_in_an_80_column_pipe():
+    import io
+
+    from rich.console import Console
+
+    from keras_tlft.cli import _render_bench
+
+    report = run_bench(TINY, batch_size=2, steps=2, warmup_steps=1, jit_compile=False,
+                       partial="from:s2_conv")
+    out = Console(file=io.StringIO(), width=80, highlight=False)
+    _render_bench(report, out)
+    text = out.file.getvalue()
+    for p in report.phases:
+        assert f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}" in text
+        assert f"{p.trainable_params:,}" in text
+    assert "from:s2_conv" in text and "…" not in text
