@@ -3,8 +3,8 @@
 For each backbone, in one process: `run_bench` (the frozen and full phases, stages changed by
 `ProgressiveUnfreeze` inside one fit) and a plain `model.fit` of the same model on the same
 batch, fed the same way (one batch repeated), frozen then fully trainable (recompiled, as the
-Keras guide does). Prints images/s of
-both and their ratio (1.00 = no cost), and writes benchmarks/results/throughput.json.
+Keras guide does). Prints images/s of both and their ratio (1.00 = no cost), and writes
+benchmarks/results/throughput.json.
 
 Usage:
     python benchmarks/throughput.py                       # CPU defaults: batch 8, 96x96
