@@ -50,6 +50,9 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=0,
                         help="compute threads (0: the backend's default); 1 gives the steadiest "
                              "figures on a shared machine")
+    parser.add_argument("--no-lr-rules", dest="lr_rules", action="store_false",
+                        help="run the callback without per-block learning rates and warm-up, "
+                             "to separate their cost from the stage mechanics'")
     args = parser.parse_args()
     if args.epochs_per_stage < 2 or args.steps < 3:
         parser.error("--epochs-per-stage must be >= 2 and --steps >= 3 (steady state)")
@@ -169,14 +172,15 @@ def plain_keras(model, base, x, y, batch_size, epochs):
     return result
 
 
-def with_callback(model, base, x, y, batch_size, epochs, steps):
+def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True):
     from keras_tlft import ProgressiveUnfreeze
 
     base.trainable = False
     compile_fresh(model)
     traces = count_traces(model)
+    rules = dict(backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6, warmup_steps=steps)
     cb = ProgressiveUnfreeze({0: "none", epochs: "all"}, blocks="mobilenet_v2",
-                             backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6, warmup_steps=steps)
+                             **(rules if lr_rules else {}))
     timings = {"set_model": [], "on_epoch_begin": [], "on_epoch_end": []}
     for hook in timings:
         original = getattr(cb, hook)
@@ -236,7 +240,7 @@ def main() -> None:
         plains.append(plain_keras(model, base, x, y, args.batch_size, args.epochs_per_stage))
         model.set_weights(start_weights)
         ourses.append(with_callback(model, base, x, y, args.batch_size, args.epochs_per_stage,
-                                    args.steps))
+                                    args.steps, args.lr_rules))
     plain, ours = best_of(plains), best_of(ourses)
     rules = update_cost(model, args.steps)
     rules["share_of_full_step"] = rules["rules_cost_s"] / plain["full"]["median_step_s"]
@@ -253,6 +257,7 @@ def main() -> None:
         "plain": plain,
         "callback": ours,
         "threads": args.threads or "default",
+        "lr_rules": args.lr_rules,
         "overhead": {s: ours[s]["median_step_s"] / plain[s]["median_step_s"] - 1
                      for s in ("frozen", "full")},
         "overhead_cpu": {s: ours[s]["median_step_cpu_s"] / plain[s]["median_step_cpu_s"] - 1
@@ -346,8 +351,9 @@ def print_table(doc: dict, traced: bool) -> None:
     print(f"\nProgressiveUnfreeze cost: {doc['model']}, batch {doc['batch_size']}, "
           f"{env['backend']} on {env['device']} ({env['cpus']} CPUs, load average "
           f"{doc['load_average'][0]:.1f} -> {doc['load_average'][1]:.1f})")
-    print(f"threads: {doc['threads']}; steady state: the best of {doc['repeats']} interleaved "
-          f"repeats")
+    rules = "on" if doc["lr_rules"] else "off (--no-lr-rules)"
+    print(f"threads: {doc['threads']}; per-block learning rates and warm-up: {rules}; steady "
+          f"state: the best of {doc['repeats']} interleaved repeats")
     print(f"{'stage':<8}{'plain step ms':>15}{'callback step ms':>18}{'overhead':>10}"
           f"{'CPU ms plain':>14}{'CPU ms callback':>17}{'overhead':>10}")
     for stage in ("frozen", "full"):
@@ -386,6 +392,7 @@ def merge_json(doc: dict) -> None:
             results = {}
     key = doc["environment"]["backend"] + ("" if doc["threads"] == "default"
                                            else f"_threads{doc['threads']}")
+    key += "" if doc["lr_rules"] else "_no_lr_rules"
     results[key] = doc
     write_json(RESULT, results)
 
