@@ -1,29 +1,54 @@
 """keras-tlft: transfer learning and fine-tuning for Keras 3.
 
-The public API. Names that need Keras are imported lazily, so ``import keras_tlft`` (and with it
-``keras-tlft list``) stays free of TensorFlow.
+The public API. Names that need Keras, pluggy or the plugin registry are imported on first use,
+so ``import keras_tlft`` (and with it ``keras-tlft list``, and every plugin that imports
+``BackboneSpec`` from here) stays free of TensorFlow; ``dir(keras_tlft)`` and type checkers see
+them all.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from keras_tlft.hookspecs import hookimpl
-from keras_tlft.registry import (
+from keras_tlft.preset_backbones import WeightsDownloadError
+from keras_tlft.spec import (
     AmbiguousBackboneError,
     BackboneSpec,
     BlockRule,
     UnknownBackboneError,
-    get_backbone,
-    get_registry,
-    list_backbones,
 )
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from keras_tlft import heads
+    from keras_tlft.assembly import build_model
+    from keras_tlft.blocks import parse_unfreeze
+    from keras_tlft.cache import fit_frozen
+    from keras_tlft.graph import check_cacheable
+    from keras_tlft.heads import parse_head_spec
+    from keras_tlft.history import join_histories
+    from keras_tlft.hookspecs import hookimpl
+    from keras_tlft.plan import plan_stages
+    from keras_tlft.registry import get_backbone, get_registry, list_backbones
+    from keras_tlft.report import inspect_backbone
+    from keras_tlft.schedule import (
+        Schedule,
+        fine_tune_at,
+        gradual,
+        parse_schedule,
+        plateau,
+        two_phase,
+    )
+    from keras_tlft.unfreeze import ProgressiveUnfreeze
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "hookimpl": "keras_tlft.hookspecs",
+    "get_backbone": "keras_tlft.registry",
+    "get_registry": "keras_tlft.registry",
+    "list_backbones": "keras_tlft.registry",
     "build_model": "keras_tlft.assembly",
-    "WeightsDownloadError": "keras_tlft.assembly",
     "heads": "keras_tlft.heads",
     "parse_head_spec": "keras_tlft.heads",
     "inspect_backbone": "keras_tlft.report",
@@ -31,26 +56,42 @@ _LAZY = {
     "ProgressiveUnfreeze": "keras_tlft.unfreeze",
     "Schedule": "keras_tlft.schedule",
     "parse_schedule": "keras_tlft.schedule",
-    "plan_stages": "keras_tlft.schedule",
+    "plan_stages": "keras_tlft.plan",
     "two_phase": "keras_tlft.schedule",
     "fine_tune_at": "keras_tlft.schedule",
     "gradual": "keras_tlft.schedule",
     "plateau": "keras_tlft.schedule",
     "fit_frozen": "keras_tlft.cache",
-    "join_histories": "keras_tlft.cache",
-    "check_cacheable": "keras_tlft.cache",
+    "join_histories": "keras_tlft.history",
+    "check_cacheable": "keras_tlft.graph",
 }
 
-__all__ = [
+__all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read it
     "AmbiguousBackboneError",
     "BackboneSpec",
     "BlockRule",
+    "ProgressiveUnfreeze",
+    "Schedule",
     "UnknownBackboneError",
+    "WeightsDownloadError",
+    "build_model",
+    "check_cacheable",
+    "fine_tune_at",
+    "fit_frozen",
     "get_backbone",
     "get_registry",
+    "gradual",
+    "heads",
     "hookimpl",
+    "inspect_backbone",
+    "join_histories",
     "list_backbones",
-    *_LAZY,
+    "parse_head_spec",
+    "parse_schedule",
+    "parse_unfreeze",
+    "plan_stages",
+    "plateau",
+    "two_phase",
 ]
 
 
@@ -59,4 +100,10 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'keras_tlft' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    return mod if name == "heads" else getattr(mod, name)
+    value = mod if name == "heads" else getattr(mod, name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__():
+    return sorted([*__all__, "__version__"])

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 
 from keras_tlft.heads import build_head, resolve_head
-from keras_tlft.registry import BackboneSpec, get_backbone
+from keras_tlft.preset_backbones import (
+    WeightsDownloadError,
+    application_download_error,
+    is_download_failure,
+    is_weights_file,
+    looks_like_download_failure,
+    preset_download_error,
+)
+from keras_tlft.registry import get_backbone
+from keras_tlft.spec import BACKBONE_LAYER, HEAD_LAYER, SPEC_ATTRIBUTE, BackboneSpec
 
-BACKBONE_LAYER = "backbone"
-HEAD_LAYER = "head"
-SPEC_ATTRIBUTE = "_tlft_spec"
-
-
-class WeightsDownloadError(RuntimeError):
-    """Pretrained weights could not be downloaded (offline, firewalled, or a bad URL)."""
+# Re-exported where keras-tlft 0.1 defined them; plugins use keras_tlft.preset_backbones.
+__all__ = [
+    "BACKBONE_LAYER",
+    "HEAD_LAYER",
+    "SPEC_ATTRIBUTE",
+    "WeightsDownloadError",
+    "backbone_input_shape",
+    "build_model",
+    "default_augmentation",
+    "is_download_failure",
+    "is_weights_file",
+    "load_backbone",
+    "parse_input_shape",
+    "preset_download_error",
+]
 
 
 def parse_input_shape(shape, name: str = "input_shape") -> tuple[int, int, int]:
@@ -40,56 +56,6 @@ def parse_input_shape(shape, name: str = "input_shape") -> tuple[int, int, int]:
     return tuple(shape)
 
 
-def _weights_error(spec: BackboneSpec, weights, exc: Exception) -> WeightsDownloadError:
-    url = re.search(r"https?://\S+?(?=[:\s]|$)", str(exc))
-    filename = os.path.basename(url.group(0)) if url else f"the {weights!r} weights file"
-    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models")
-    return WeightsDownloadError(
-        f"Could not download {filename} ({weights!r} weights of {spec.key}): "
-        f"{_reason(exc)}. Put the file in {cache}/, pass weights=None to "
-        f"start from random weights, or pass weights='path/to/weights.h5'."
-    )
-
-
-_DOWNLOAD_MODULES = ("requests", "urllib3", "urllib", "http", "socket", "kagglehub",
-                     "huggingface_hub")
-
-
-def is_weights_file(weights) -> bool:
-    """Whether ``weights`` names an existing file (rather than ``None`` or a weights name)."""
-    return isinstance(weights, str) and os.path.exists(weights)
-
-
-def is_download_failure(exc: Exception) -> bool:
-    """Whether ``exc`` is a failed download: a network error, or an error raised by a download
-    library (requests, urllib, kagglehub, huggingface_hub), or Keras's own "URL fetch failure"."""
-    module = type(exc).__module__.split(".")[0]
-    return (
-        isinstance(exc, (OSError, ConnectionError))
-        or module in _DOWNLOAD_MODULES
-        or _looks_like_download_failure(exc)
-    )
-
-
-def preset_download_error(key: str, preset: str, weights: str, exc: Exception):
-    """The :class:`WeightsDownloadError` for a keras-cv / keras-hub preset that could not be
-    fetched, worded as a failed keras.applications download is. For plugin authors."""
-    cache = os.path.join(
-        os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")), "models"
-    )
-    return WeightsDownloadError(
-        f"Could not download preset {preset!r} ({weights!r} weights of {key}) from Kaggle: "
-        f"{type(exc).__name__}: {_reason(exc)}. Connect once so that kagglehub caches it in "
-        f"{cache}/, pass weights=None to start from random weights, or pass "
-        f"weights='path/to/backbone.weights.h5'."
-    )
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text.split(" -- ")[-1].strip()[-160:]
-
-
 def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_top=False):
     """Build the backbone of ``spec``; a failed download raises :class:`WeightsDownloadError`.
 
@@ -107,14 +73,9 @@ def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_t
     try:
         return spec.build(input_shape=input_shape, weights=weights, include_top=include_top)
     except Exception as exc:
-        if weights is not None and not is_file and _looks_like_download_failure(exc):
-            raise _weights_error(spec, weights, exc) from exc
+        if weights is not None and not is_file and looks_like_download_failure(exc):
+            raise application_download_error(spec.key, weights, exc) from exc
         raise
-
-
-def _looks_like_download_failure(exc: Exception) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    return any(k in text for k in ("URL fetch failure", "URLError", "HTTP Error", "urlopen"))
 
 
 def backbone_input_shape(spec: BackboneSpec, input_shape, resize=None) -> tuple[int, int, int]:

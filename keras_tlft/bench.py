@@ -211,9 +211,8 @@ def run_bench(
     import numpy as np
 
     from keras_tlft.assembly import build_model
-    from keras_tlft.blocks import parse_unfreeze
+    from keras_tlft.blocks import count_weights, parse_unfreeze
     from keras_tlft.registry import get_backbone
-    from keras_tlft.report import weight_count
     from keras_tlft.unfreeze import ProgressiveUnfreeze
 
     unknown = [p for p in phases if p not in PHASES]
@@ -247,7 +246,7 @@ def run_bench(
         train = [p for p in TRAIN_PHASES if p in phases]
         if train:
             _bench_training(model, x, y, train, partial, steps, warmup_steps, jit_compile,
-                            report, on_step, ProgressiveUnfreeze, weight_count)
+                            report, on_step, ProgressiveUnfreeze, count_weights)
         if "inference" in phases:
             _bench_inference(model, x, steps, warmup_steps, report, on_step)
     except KeyboardInterrupt:
@@ -299,7 +298,7 @@ class _StepTimer:
 
 
 def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_step,
-                    progressive_unfreeze, weight_count):
+                    progressive_unfreeze, count_weights):
     import keras
 
     states = {"frozen": "none", "partial": partial, "full": "all"}
@@ -310,7 +309,7 @@ def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_
 
     class Count(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            trainable[train[epoch]] = weight_count(self.model.trainable_weights)
+            trainable[train[epoch]] = count_weights(self.model.trainable_weights)
 
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
                   jit_compile=jit)

@@ -6,13 +6,15 @@ for the :class:`~keras_tlft.ProgressiveUnfreeze` callback alike.
 
 from __future__ import annotations
 
-import difflib
+import contextlib
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keras_tlft.registry import BlockRule
+from keras_tlft import _keras_compat as compat
+from keras_tlft.spec import BlockRule, closest_names, did_you_mean
 
 UNFREEZE_HELP = (
     "'none', 'all', an integer k (the top k blocks) or 'from:INDEX|LAYER_NAME' "
@@ -139,12 +141,6 @@ def derive_blocks(layers: Sequence) -> list[Block]:
     return [Block(name, s, e) for (name, s), e in zip(groups, ends)]
 
 
-def did_you_mean(name: str, names: Sequence[str]) -> str:
-    """`` Did you mean: a, b?`` for the names closest to ``name``, or an empty string."""
-    close = difflib.get_close_matches(name, list(names), n=3)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
-
-
 def unfrozen_layer_indices(layers: Sequence, blocks: Sequence[Block], state: Any) -> range:
     """Indices of the layers that ``state`` unfreezes: always a tail ``layers[start:]``."""
     state = parse_unfreeze(state)
@@ -171,7 +167,7 @@ def unfrozen_layer_indices(layers: Sequence, blocks: Sequence[Block], state: Any
         return range(target % n, n)
     names = [layer.name for layer in layers]
     if target not in names:
-        hint = did_you_mean(target, names)
+        hint = did_you_mean(closest_names(target, names))
         raise ValueError(
             f"No layer named {target!r} in the backbone.{hint} Run `keras-tlft inspect NAME "
             f"--layers` to list them. Received: unfreeze='from:{target}'"
@@ -219,4 +215,46 @@ def apply_unfreeze(
 
 def nested_batchnorms(layer) -> list:
     """The BatchNormalization layers inside ``layer``, at any depth (not ``layer`` itself)."""
-    return [inner for inner in layer._flatten_layers(include_self=False) if is_batchnorm(inner)]
+    return [inner for inner in compat.sublayers(layer) if is_batchnorm(inner)]
+
+
+@contextlib.contextmanager
+def trainable_flags_restored(layers: Sequence, container=None) -> Iterator[None]:
+    """Inside the ``with`` block, unfreeze states may be applied (to plan a stage, to find what it
+    trains); on leaving it every ``trainable`` flag under ``layers`` (and ``container``) is put
+    back as it was.
+
+    Example:
+    ```python
+    with trainable_flags_restored(backbone.layers, backbone):
+        unfrozen = apply_unfreeze(backbone.layers, blocks, 2, container=backbone)
+        params = trainable_params(backbone.layers, backbone)
+    ```
+    """
+    roots = ([container] if container is not None else []) + list(layers)
+    flags = []
+    seen: set[int] = set()
+    for root in roots:
+        for layer in compat.sublayers(root, include_self=True):
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                flags.append((layer, layer.trainable))
+    try:
+        yield
+    finally:
+        for layer, flag in flags:  # parents come first: their setter recurses into children
+            if layer.trainable != flag:
+                layer.trainable = flag
+
+
+def count_weights(variables: Iterable) -> int:
+    """Number of scalars in ``variables`` (each variable once), as Keras's ``count_params``
+    counts them."""
+    sizes = {id(v): math.prod(int(d) for d in v.shape) for v in variables}
+    return sum(sizes.values())
+
+
+def trainable_params(layers: Sequence, container=None) -> int:
+    """Trainable scalars of a backbone: of ``container`` when there is one, else of ``layers``."""
+    roots = [container] if container is not None else list(layers)
+    return count_weights(v for root in roots for v in root.trainable_weights)

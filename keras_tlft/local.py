@@ -2,7 +2,7 @@
 
 ``build_model("path/to/backbone.keras", ...)`` and ``keras-tlft inspect path/to/backbone.keras``
 route here: :func:`keras_tlft.registry.get_backbone` turns a path to an existing file into the
-:class:`~keras_tlft.registry.BackboneSpec` that :func:`local_spec` describes.
+:class:`~keras_tlft.spec.BackboneSpec` that :func:`local_spec` describes.
 
 Files load with ``keras.saving.load_model(path, safe_mode=True, compile=False)``: safe mode
 refuses ``Lambda`` layers, whose serialized Python bytecode would run on load. The model is used
@@ -16,7 +16,7 @@ import functools
 import os
 import zipfile
 
-from keras_tlft.registry import BackboneSpec
+from keras_tlft.spec import BackboneSpec
 
 SOURCE = "local"
 SUFFIXES = (".keras",)
@@ -33,7 +33,7 @@ def is_local_path(name) -> bool:
 
 
 def local_spec(path) -> BackboneSpec:
-    """The :class:`~keras_tlft.registry.BackboneSpec` of a Keras model saved at ``path``.
+    """The :class:`~keras_tlft.spec.BackboneSpec` of a Keras model saved at ``path``.
 
     The file is loaded once to read its input shape and parameter count. The spec's name is the
     file's stem, its source ``"local"``, its blocks derived from the layer names (see

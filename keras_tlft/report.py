@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from keras_tlft.assembly import BACKBONE_LAYER, build_model, load_backbone, parse_input_shape
-from keras_tlft.blocks import apply_unfreeze, cut_into_blocks, parse_unfreeze
+from keras_tlft.assembly import build_model, load_backbone, parse_input_shape
+from keras_tlft.blocks import apply_unfreeze, count_weights, cut_into_blocks, parse_unfreeze
 from keras_tlft.heads import format_head_spec, resolve_head
 from keras_tlft.registry import get_backbone
-
-
-def weight_count(variables) -> int:
-    """Number of scalars in ``variables``, as Keras's ``count_params`` counts them."""
-    total = 0
-    for v in variables:
-        n = 1
-        for d in v.shape:
-            n *= int(d)
-        total += n
-    return total
+from keras_tlft.spec import BACKBONE_LAYER
 
 
 def inspect_backbone(
@@ -44,7 +34,7 @@ def inspect_backbone(
 
     With ``schedule`` (a preset, a JSON file or a mapping, as ``ProgressiveUnfreeze`` takes it)
     the report gains ``plan``: the schedule stage by stage, computed by the code the callback
-    runs (:func:`keras_tlft.schedule.plan_stages`), for ``epochs`` and the optimizer's
+    runs (:func:`keras_tlft.plan.plan_stages`), for ``epochs`` and the optimizer's
     ``learning_rate`` when given.
     """
     spec = get_backbone(name)
@@ -71,7 +61,7 @@ def inspect_backbone(
         apply_unfreeze(backbone.layers, blocks, state, train_bn=train_bn, container=backbone)
 
     total = model.count_params()
-    trainable = weight_count(model.trainable_weights)
+    trainable = count_weights(model.trainable_weights)
     report = {
         "backbone": spec.name,
         "source": spec.source,
@@ -90,7 +80,7 @@ def inspect_backbone(
         "blocks": [_block_row(backbone.layers, b) for b in blocks],
     }
     if schedule is not None:
-        from keras_tlft.schedule import plan_stages
+        from keras_tlft.plan import plan_stages
 
         report["schedule"] = schedule.to_json()
         report["plan"] = plan_stages(backbone.layers, blocks, schedule, epochs=epochs,
@@ -103,7 +93,7 @@ def inspect_backbone(
                 "name": layer.name,
                 "type": type(layer).__name__,
                 "params": layer.count_params() if layer.weights else 0,
-                "trainable_params": weight_count(layer.trainable_weights),
+                "trainable_params": count_weights(layer.trainable_weights),
                 "block": block_of[i],
             }
             for i, layer in enumerate(backbone.layers)
@@ -113,14 +103,14 @@ def inspect_backbone(
 
 def _block_row(layers, block) -> dict:
     members = layers[block.first : block.last + 1]
-    trainable = sum(weight_count(layer.trainable_weights) for layer in members)
+    trainable = sum(count_weights(layer.trainable_weights) for layer in members)
     return {
         "name": block.name,
         "first_layer": block.first,
         "last_layer": block.last,
         "first_layer_name": members[0].name,
         "last_layer_name": members[-1].name,
-        "params": sum(weight_count(layer.weights) for layer in members),
+        "params": sum(count_weights(layer.weights) for layer in members),
         "trainable_params": trainable,
         "trainable": trainable > 0,
     }

@@ -1,10 +1,9 @@
-"""Fine-tuning schedules as plain data: stages, presets, JSON files and the stage-by-stage plan.
+"""Fine-tuning schedules as plain data: stages, presets, JSON files, and what a stage means.
 
 A :class:`Schedule` says which unfreeze state (``"none"``, ``k``, ``"all"``, ``"from:..."``, as in
-``keras-tlft inspect --unfreeze``) trains when, and at which learning rates. It imports no Keras:
-the CLI prints :func:`plan_stages` and the :class:`~keras_tlft.ProgressiveUnfreeze` callback runs
-the very same functions (:meth:`Schedule.resolve`, :func:`stage_at_epoch`,
-:func:`learning_rate_rules`).
+``keras-tlft inspect --unfreeze``) trains when, and at which learning rates. It imports no Keras
+and touches no layer: :mod:`keras_tlft.plan` says what each stage means on a backbone, for
+``keras-tlft inspect --schedule`` and the :class:`~keras_tlft.ProgressiveUnfreeze` callback alike.
 
 Example:
 
@@ -27,8 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keras_tlft.blocks import UNFREEZE_HELP, Block, UnfreezeState, parse_unfreeze
-from keras_tlft.optim import LearningRateRule
+from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
 
 __all__ = [
     "PRESETS",
@@ -36,11 +34,8 @@ __all__ = [
     "Stage",
     "fine_tune_at",
     "gradual",
-    "learning_rate_rules",
     "parse_schedule",
-    "plan_stages",
     "plateau",
-    "stage_at_epoch",
     "two_phase",
 ]
 
@@ -460,166 +455,19 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
 # ---------------------------------------------------------------------- what the stages mean
 
 
-def stage_at_epoch(stages: Sequence[Stage], epoch: int) -> int:
-    """The index of the epoch-schedule stage in force at ``epoch``."""
-    index = 0
-    for i, stage in enumerate(stages):
-        if stage.epoch is not None and stage.epoch <= epoch:
-            index = i
-    return index
 
 
-def learning_rate_rules(schedule: Schedule, stage: Stage, n_blocks: int):
-    """The head's :class:`LearningRateRule` and one per block (bottom block first) in ``stage``,
-    before warm-up: the head trains at the stage's ``learning_rate`` or the optimizer's, the top
-    block at ``backbone_lr`` or ``backbone_lr_ratio`` times the head's, each lower block at
-    ``block_lr_decay`` times the one above it."""
-    head = LearningRateRule(absolute=stage.learning_rate)
-    rules = []
-    for b in range(n_blocks):
-        decay = schedule.block_lr_decay ** (n_blocks - 1 - b)
-        if schedule.backbone_lr is not None:
-            rules.append(LearningRateRule(absolute=schedule.backbone_lr * decay))
-        elif stage.learning_rate is not None:
-            rules.append(LearningRateRule(
-                absolute=stage.learning_rate * schedule.backbone_lr_ratio * decay))
-        else:
-            rules.append(LearningRateRule(scale=schedule.backbone_lr_ratio * decay))
-    return head, rules
-
-
-def describe_trigger(schedule: Schedule, index: int, stage: Stage) -> str:
-    if schedule.trigger == "epoch":
-        return f"from epoch {stage.epoch}"
-    if index == 0:
-        return "start"
-    return (f"{schedule.monitor} has not improved for {schedule.patience} epoch"
-            f"{'' if schedule.patience == 1 else 's'}")
-
-
-def plan_stages(
-    backbone_layers: Sequence,
-    blocks: Sequence[Block],
-    schedule: Any,
-    epochs: int | None = None,
-    learning_rate: float | None = None,
-    container=None,
-) -> list[dict]:
-    """The plan of ``schedule`` on a backbone, stage by stage, as JSON-able dicts.
-
-    Computed by the code the callback runs: the unfreeze state is applied to the layers with
-    :func:`keras_tlft.blocks.apply_unfreeze` (BatchNorm rule included) and counted, then every
-    ``trainable`` flag is put back as it was.
-
-    Args:
-        backbone_layers: the backbone's layers (``backbone.layers``).
-        blocks: its blocks (:func:`keras_tlft.blocks.cut_into_blocks` or ``derive_blocks``).
-        schedule: anything :func:`parse_schedule` accepts.
-        epochs: the number of epochs of the run; stages that would begin later are left out.
-        learning_rate: the optimizer's learning rate, to print absolute learning rates; without
-            it a block's learning rate is given as ``lr_scale`` (times the optimizer's).
-        container: the nested backbone model, when there is one.
-
-    Returns:
-        One dict per stage: ``stage``, ``trigger``, ``start_epoch``, ``end_epoch`` (exclusive;
-        ``None``: until the end, or unknown for a plateau schedule), ``unfreeze``, ``blocks`` (the
-        names of the blocks with trainable layers), ``new_blocks`` (unfrozen in this stage),
-        ``trainable_layers``, ``trainable_params`` (of the backbone), ``learning_rates`` (a list
-        of ``{"name", "learning_rate", "lr_scale"}``, the head first, then the unfrozen blocks
-        from the top) and ``warmup_steps``.
-    """
-    from keras_tlft.blocks import apply_unfreeze
-
-    schedule = parse_schedule(schedule)
-    stages = schedule.resolve(len(blocks))
-    saved = remember_trainable(backbone_layers, container)
-    plan: list[dict] = []
-    previous: set[int] = set()
-    try:
-        for i, stage in enumerate(stages):
-            if epochs is not None and stage.epoch is not None and stage.epoch >= epochs:
-                break
-            try:
-                unfrozen = apply_unfreeze(backbone_layers, blocks, stage.unfreeze,
-                                          schedule.train_bn, container)
-            except ValueError as exc:
-                raise stage_error(schedule, i, stage, exc) from None
-            trained = [j for j in unfrozen if backbone_layers[j].trainable]
-            in_blocks = [b for b, block in enumerate(blocks)
-                         if any(j in block.indices() for j in unfrozen)]
-            plan.append(_plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous,
-                                    trained, _count_trainable(backbone_layers, container),
-                                    epochs, learning_rate))
-            previous = set(in_blocks)
-    finally:
-        saved()
-    return plan
-
-
-def _plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous, trained, params,
-                epochs, learning_rate) -> dict:
-    nxt = stages[i + 1].epoch if i + 1 < len(stages) else None
-    if nxt is not None and epochs is not None:
-        nxt = min(nxt, epochs)
-    head, rules = learning_rate_rules(schedule, stage, len(blocks))
-    rates = [_rate("head", head, learning_rate)]
-    rates += [_rate(blocks[b].name, rules[b], learning_rate) for b in reversed(in_blocks)]
-    return {
-        "stage": i,
-        "trigger": describe_trigger(schedule, i, stage),
-        "start_epoch": stage.epoch,
-        "end_epoch": nxt if nxt is not None else epochs if schedule.trigger == "epoch" else None,
-        "unfreeze": str(stage.unfreeze),
-        "blocks": [blocks[b].name for b in in_blocks],
-        "new_blocks": [blocks[b].name for b in in_blocks if b not in previous],
-        "trainable_layers": len(trained),
-        "trainable_params": params,
-        "learning_rates": rates,
-        "warmup_steps": schedule.warmup_steps,
-    }
-
-
-def _rate(name: str, rule: LearningRateRule, learning_rate: float | None) -> dict:
-    if rule.absolute is not None:
-        return {"name": name, "learning_rate": rule.absolute, "lr_scale": None}
-    value = None if learning_rate is None else learning_rate * rule.scale
-    return {"name": name, "learning_rate": value, "lr_scale": rule.scale}
-
-
-def stage_error(schedule: Schedule, index: int, stage: Stage, exc: Exception) -> ValueError:
-    """``exc`` (from resolving a stage on a backbone) with the stage it came from."""
-    where = f"epoch {stage.epoch}" if stage.epoch is not None else f"stage {index}"
-    return ValueError(f"Invalid schedule at {where} (unfreeze={stage.unfreeze.to_json()!r}): {exc}")
-
-
-def remember_trainable(layers: Sequence, container=None):
-    """Record every ``trainable`` flag under ``layers`` (and ``container``); returns a function
-    that puts them back."""
-    roots = ([container] if container is not None else []) + list(layers)
-    flags = []
-    seen: set[int] = set()
-    for root in roots:
-        for layer in root._flatten_layers(include_self=True, recursive=True):
-            if id(layer) not in seen:
-                seen.add(id(layer))
-                flags.append((layer, layer.trainable))
-
-    def restore():
-        for layer, flag in flags:  # parents come first: their setter recurses into children
-            if layer.trainable != flag:
-                layer.trainable = flag
-
-    return restore
-
-
-def _count_trainable(layers: Sequence, container=None) -> int:
-    roots = [container] if container is not None else list(layers)
-    seen: dict[int, int] = {}
-    for root in roots:
-        for v in root.trainable_weights:
-            seen[id(v)] = math.prod(v.shape)
-    return sum(seen.values())
 
 
 def unfreeze_help() -> str:
     return UNFREEZE_HELP
+
+
+def __getattr__(name):
+    # What a stage means on a backbone lives in keras_tlft.plan; the old names still work here.
+    if name in ("plan_stages", "stage_at_epoch", "learning_rate_rules", "describe_trigger",
+                "stage_error"):
+        from keras_tlft import plan
+
+        return getattr(plan, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

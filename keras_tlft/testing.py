@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from keras_tlft.blocks import cut_into_blocks
-from keras_tlft.registry import BackboneSpec, validate_spec
+from keras_tlft.spec import BackboneSpec, validate_spec
 
 __all__ = ["check_backbone_spec"]
 
@@ -30,7 +30,7 @@ _SEED = 1337
 
 
 def check_backbone_spec(spec: BackboneSpec, *, build: bool = True, input_shape=None) -> dict:
-    """Check that a :class:`~keras_tlft.registry.BackboneSpec` is one keras-tlft can use.
+    """Check that a :class:`~keras_tlft.spec.BackboneSpec` is one keras-tlft can use.
 
     The static checks always run: the spec's fields have the right types (the same validation
     ``register()`` applies), ``min_input_size`` is a positive int no larger than the default

@@ -10,32 +10,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import keras
 import numpy as np
 
-from keras_tlft.blocks import Block, apply_unfreeze, cut_into_blocks, derive_blocks, did_you_mean
+from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
+from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.optim import StagedOptimizer, retrace
-from keras_tlft.registry import BlockRule
-from keras_tlft.schedule import (
-    MAX_STAGES,
-    Schedule,
-    describe_trigger,
-    learning_rate_rules,
-    parse_schedule,
-    remember_trainable,
-    stage_at_epoch,
-    stage_error,
-)
+from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_at_epoch, stage_error
+from keras_tlft.schedule import MAX_STAGES, Schedule, parse_schedule
 
+# Backbone and find_backbone are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]
 
-BACKBONE_LAYER = "backbone"
-HEAD_LAYER = "head"
-SPEC_ATTRIBUTE = "_tlft_spec"
 LOG_KEYS = (
     "unfreeze_stage",
     "unfrozen_blocks",
@@ -44,141 +32,6 @@ LOG_KEYS = (
     "backbone_lr",
     "backbone_lr_min",
 )
-
-
-@dataclass
-class Backbone:
-    """Where a model's backbone is: its ``layers`` (in order), the nested model holding them
-    (``container``; ``None`` when they sit directly in the model) and its blocks."""
-
-    name: str
-    layers: list
-    container: Any
-    blocks: list[Block]
-    blocks_source: str
-
-
-def _nested_models(model) -> list:
-    return [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.Model) and layer.weights and layer.name != HEAD_LAYER
-    ]
-
-
-def _candidates_message(model) -> str:
-    nested = _nested_models(model)
-    if nested:
-        rows = [f"{m.name} ({type(m).__name__}, {m.count_params():,} params)" for m in nested]
-        return "nested models: " + ", ".join(rows)
-    rows = [layer.name for layer in model.layers if layer.weights]
-    shown = ", ".join(rows[:12]) + (", ..." if len(rows) > 12 else "")
-    return (
-        f"layers with weights: {shown or 'none'} (for a flat model, pass the last backbone "
-        "layer's name, or the base model object)"
-    )
-
-
-def find_backbone(model, backbone=None) -> tuple[str, list, Any]:
-    """``(name, layers, container)`` of ``model``'s backbone.
-
-    ``backbone`` is ``None`` (a layer named ``"backbone"``, as :func:`keras_tlft.build_model`
-    makes, or else the only nested model with weights), the name of a nested model, the name of
-    the last layer of a backbone whose layers sit directly in ``model``, or a layer object (a
-    nested model, or the base model whose layers ``model`` reuses, as in
-    ``Model(base.input, head(base.output))``).
-    """
-    if backbone is None:
-        nested = _nested_models(model)
-        named = [m for m in nested if m.name == BACKBONE_LAYER]
-        if named or len(nested) == 1:
-            found = (named or nested)[0]
-            return found.name, list(found.layers), found
-        raise ValueError(
-            f"Cannot find the backbone of model {model.name!r}: "
-            f"{'several' if nested else 'no'} nested models with weights. Pass backbone= a "
-            f"layer name or the layer object; candidates: {_candidates_message(model)}. "
-            "Received: backbone=None"
-        )
-    if isinstance(backbone, str):
-        names = [layer.name for layer in model.layers]
-        if backbone not in names:
-            hint = did_you_mean(backbone, names)
-            raise ValueError(
-                f"No layer named {backbone!r} in model {model.name!r}.{hint} Candidates: "
-                f"{_candidates_message(model)}. Received: backbone={backbone!r}"
-            )
-        backbone = model.get_layer(backbone)
-    if not isinstance(backbone, keras.layers.Layer):
-        raise ValueError(
-            "backbone must be None, a layer name or a Keras layer. "
-            f"Received: backbone={backbone!r}"
-        )
-    top = model.layers
-    if any(layer is backbone for layer in top):
-        if isinstance(backbone, keras.Model):
-            return backbone.name, list(backbone.layers), backbone
-        index = next(i for i, layer in enumerate(top) if layer is backbone)
-        return backbone.name, list(top[: index + 1]), None
-    if isinstance(backbone, keras.Model):
-        ids = {id(layer) for layer in model._flatten_layers(include_self=False)}
-        if all(id(layer) in ids for layer in backbone.layers):
-            return backbone.name, list(backbone.layers), None
-    raise ValueError(
-        f"The backbone {backbone.name!r} is not part of model {model.name!r}: it is neither one "
-        f"of its layers nor a model whose layers it uses. Candidates: "
-        f"{_candidates_message(model)}. Received: backbone={backbone.name!r}"
-    )
-
-
-def resolve_blocks(name: str, layers: Sequence, container, model, blocks=None):
-    """The blocks of a backbone and where they come from (``"spec"`` or ``"derived"``)."""
-    from keras_tlft.registry import get_backbone
-
-    if blocks is not None:
-        rules = get_backbone(blocks).blocks if isinstance(blocks, str) else tuple(blocks)
-        if not all(isinstance(r, BlockRule) for r in rules):
-            raise ValueError(
-                "blocks must be None, a registered backbone name or a list of BlockRule. "
-                f"Received: blocks={blocks!r}"
-            )
-        return cut_into_blocks(layers, rules), "given"
-    spec = getattr(container, SPEC_ATTRIBUTE, None) or getattr(model, SPEC_ATTRIBUTE, None)
-    if spec is None and container is not None:
-        try:
-            spec = get_backbone(name)
-        except ValueError:
-            spec = None
-    if spec is not None and spec.blocks:
-        try:
-            return cut_into_blocks(layers, spec.blocks), f"spec {spec.key}"
-        except ValueError:
-            pass
-    return derive_blocks(layers), "derived"
-
-
-def _blocks_arg(blocks):
-    if blocks is None or isinstance(blocks, str):
-        return blocks
-    if isinstance(blocks, Sequence) and not isinstance(blocks, (bytes, bytearray)):
-        rules = []
-        for rule in blocks:
-            if isinstance(rule, BlockRule):
-                rules.append(rule)
-            elif isinstance(rule, Sequence) and not isinstance(rule, str) and 2 <= len(rule) <= 3:
-                rules.append(BlockRule(*rule))
-            else:
-                break
-        else:
-            return tuple(rules)
-    raise ValueError(
-        "blocks must be None (from the registry or derived), a registered backbone name, or a "
-        f"list of BlockRule / (name, pattern[, after]). Received: blocks={blocks!r}"
-    )
-
-
-def _count(variables) -> int:
-    return int(sum(math.prod(v.shape) for v in variables))
 
 
 def _print(message: str) -> None:
@@ -258,7 +111,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 f"Received: backbone={backbone!r}"
             )
         self.backbone = backbone
-        self.blocks = _blocks_arg(blocks)
+        self.blocks = blocks_argument(blocks)
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         self.verbose = verbose
@@ -278,9 +131,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def _prepare(self) -> None:
         model = self.model
-        name, layers, container = find_backbone(model, self.backbone)
-        blocks, source = resolve_blocks(name, layers, container, model, self.blocks)
-        self.found = Backbone(name, layers, container, blocks, source)
+        self.found = locate_backbone(model, self.backbone, self.blocks)
+        layers, blocks, source = self.found.layers, self.found.blocks, self.found.blocks_source
         self.stages = self.schedule.resolve(len(blocks))
         self._block_of = np.zeros(len(layers), dtype=int)
         for b, block in enumerate(blocks):
@@ -307,17 +159,14 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         """Every variable some stage trains, in the model's order (so that a resumed run builds
         the optimizer exactly as the interrupted one did)."""
         bb = self.found
-        restore = remember_trainable(bb.layers, bb.container)
         union: set[int] = set()
-        try:
+        with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
                 try:
                     self._apply(stage)
                 except ValueError as exc:
                     raise stage_error(self.schedule, i, stage, exc) from None
                 union.update(id(v) for v in self.model.trainable_variables)
-        finally:
-            restore()
         ordered = [v for v in self.model.variables if id(v) in union]
         seen: set[int] = set()
         return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
@@ -407,7 +256,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         unfrozen = self._apply(stage)
         self._set_learning_rates(index, iterations)
         retrace(self.model)
-        self._trainable_params = _count(self.model.trainable_weights)
+        self._trainable_params = count_weights(self.model.trainable_weights)
         blocks = sorted({int(self._block_of[i]) for i in unfrozen})
         self._unfrozen_blocks = blocks
         if self.verbose:
@@ -426,11 +275,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         cache = self._stage_blocks_cache
         if index not in cache:
             bb = self.found
-            restore = remember_trainable(bb.layers, bb.container)
-            try:
+            with trainable_flags_restored(bb.layers, bb.container):
                 unfrozen = self._apply(self.stages[index])
-            finally:
-                restore()
             cache[index] = {int(self._block_of[i]) for i in unfrozen}
         return cache[index]
 

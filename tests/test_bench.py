@@ -73,11 +73,20 @@ def test_cli_bench_json_parses_and_says_what_it_measured_on():
     assert doc["phases"][1]["trainable_params"] > doc["phases"][0]["trainable_params"]
 
 
-def test_cli_bench_bad_phase_exits_2(capsys):
+def test_cli_bench_unknown_backbone_exits_2(capsys):
     from keras_tlft.cli import main
 
     assert main(["bench", "tiny-unknown"]) == 2
     assert "Unknown backbone" in capsys.readouterr().err
+
+
+def test_cli_bench_bad_phase_exits_2_and_names_the_phases(capsys):
+    from keras_tlft.cli import main
+
+    assert main(["bench", "vgg16", "--phases", "frozen,warm"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown phase(s) warm: expected some of frozen, partial, full, inference." in err
+    assert "Received: --phases='frozen,warm'" in err
 
 
 def test_bench_table_keeps_every_figure_whole_in_an_80_column_pipe():

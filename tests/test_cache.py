@@ -354,14 +354,3 @@ def test_a_callback_that_unfreezes_the_backbone_fails_the_run():
     x, y = _data(16)
     with pytest.raises(RuntimeError, match=r"at epoch 1, so the cached features are stale"):
         fit_frozen(_model(), x, y, epochs=3, callbacks=[Unfreeze()], verbose=0)
-
-
-def test_join_histories_renumbers_repeated_epochs_and_pads_missing_metrics():
-    first, second = keras.callbacks.History(), keras.callbacks.History()
-    first.epoch, first.history = [0, 1], {"loss": [1.0, 0.9]}
-    second.epoch, second.history = [0, 1], {"loss": [0.8, 0.7], "lr": [0.1, 0.1]}
-    joined = join_histories(first, second)
-    assert joined.epoch == [0, 1, 2, 3]
-    assert joined.history == {"loss": [1.0, 0.9, 0.8, 0.7], "lr": [None, None, 0.1, 0.1]}
-    with pytest.raises(TypeError, match=r"Received: histories\[1\]=\{\}"):
-        join_histories(first, {})

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from keras_tlft.hookspecs import hookimpl
-from keras_tlft.registry import BackboneSpec, BlockRule
+from keras_tlft import BackboneSpec, BlockRule, hookimpl
 from keras_tlft_applications.architectures import ARCHITECTURES
 
 SOURCE = "applications"

@@ -6,8 +6,7 @@ imports Keras only when keras-tlft builds the backbone.
 
 from __future__ import annotations
 
-from keras_tlft import hookimpl
-from keras_tlft.registry import BackboneSpec, BlockRule
+from keras_tlft import BackboneSpec, BlockRule, hookimpl
 
 __version__ = "0.1.0"
 

@@ -10,28 +10,25 @@ Every backbone is built offline from explicit architecture arguments (keras-cv 0
 constructors fetch their configuration from Kaggle). Pretrained weights load through keras-cv's
 presets (``weights="imagenet"`` for ``resnet50_backbone`` loads the ``resnet50_imagenet`` preset),
 which downloads from Kaggle once; offline that raises
-:class:`keras_tlft.assembly.WeightsDownloadError`.
+:class:`keras_tlft.preset_backbones.WeightsDownloadError`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 
-from keras_tlft.assembly import is_download_failure, is_weights_file, preset_download_error
-from keras_tlft.hookspecs import hookimpl
-from keras_tlft.registry import BackboneSpec, BlockRule
+from keras_tlft import BackboneSpec, BlockRule, hookimpl
+from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_cv.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_cv"
-REQUIREMENT = "keras-cv"
 INSTALL_HINT = "pip install 'keras-tlft[keras-cv]'"
-# Libraries whose exceptions mean "the preset could not be fetched", not "the model is wrong".
+LIBRARY = PresetLibrary(module="keras_cv", source=SOURCE, install_hint=INSTALL_HINT)
 
 
 def is_available() -> bool:
     """Whether keras-cv is installed (checked without importing it, so without TensorFlow)."""
-    return importlib.util.find_spec("keras_cv") is not None
+    return LIBRARY.is_installed()
 
 
 def build(arch: Architecture, input_shape, weights, include_top):
@@ -40,37 +37,20 @@ def build(arch: Architecture, input_shape, weights, include_top):
     ``weights`` is ``None`` (random initialization, offline), a weights file saved from the same
     architecture, or one of ``arch.weights`` (a keras-cv preset, downloaded once from Kaggle).
     """
-    if include_top:
-        raise ValueError(
-            f"keras-cv backbones have no classifier top; build keras_cv:{arch.name} with "
-            f"include_top=False and add a head. Received: include_top={include_top!r}"
-        )
-    keras_cv = _import_keras_cv()
-    cls = getattr(keras_cv.models, arch.constructor)
     shape = tuple(input_shape)
-    if weights is None or is_weights_file(weights):
-        model = cls(**arch.config, include_rescaling=True, input_shape=shape)
-        if weights is not None:
-            model.load_weights(weights)
-        return model
-    preset = arch.weights[weights]
-    try:
-        return cls.from_preset(preset, input_shape=shape)
-    except Exception as exc:
-        if is_download_failure(exc):
-            raise preset_download_error(f"{SOURCE}:{arch.name}", preset, weights, exc) from exc
-        raise
+    preset = arch.weights.get(weights) if isinstance(weights, str) else None
 
+    def family():
+        return getattr(LIBRARY.load().models, arch.constructor)
 
-def _import_keras_cv():
-    try:
-        import keras_cv
-    except ImportError as exc:
-        raise ImportError(
-            f"The keras_cv backbones need keras-cv, which is not installed. Install it with "
-            f"`{INSTALL_HINT}`. Received: {type(exc).__name__}: {exc}"
-        ) from exc
-    return keras_cv
+    return LIBRARY.build(
+        arch.name,
+        weights,
+        include_top,
+        construct=lambda: family()(**arch.config, include_rescaling=True, input_shape=shape),
+        from_preset=lambda: family().from_preset(arch.weights[weights], input_shape=shape),
+        preset=preset,
+    )
 
 
 def make_spec(arch: Architecture) -> BackboneSpec:

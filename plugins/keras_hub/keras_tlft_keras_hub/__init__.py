@@ -17,26 +17,25 @@ Each backbone is named after the keras-hub preset it mirrors (``resnet_50_imagen
 weights (``weights="imagenet"``, or the preset's own data set: ``"imagenet21k"``, ``"ade20k"``,
 ``"cityscapes"``, DINOv2's ``"lvd142m"``, DINOv3's ``"lvd1689m"`` and ``"sat493m"``) load
 through that preset, downloaded from Kaggle once; offline that raises
-:class:`keras_tlft.assembly.WeightsDownloadError`.
+:class:`keras_tlft.preset_backbones.WeightsDownloadError`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 
-from keras_tlft.assembly import is_download_failure, is_weights_file, preset_download_error
-from keras_tlft.hookspecs import hookimpl
-from keras_tlft.registry import BackboneSpec, BlockRule
+from keras_tlft import BackboneSpec, BlockRule, hookimpl
+from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_hub"
 INSTALL_HINT = "pip install 'keras-tlft[keras-hub]'"
+LIBRARY = PresetLibrary(module="keras_hub", source=SOURCE, install_hint=INSTALL_HINT)
 
 
 def is_available() -> bool:
     """Whether keras-hub is installed (checked without importing it, so without TensorFlow)."""
-    return importlib.util.find_spec("keras_hub") is not None
+    return LIBRARY.is_installed()
 
 
 def build(arch: Architecture, input_shape, weights, include_top):
@@ -45,26 +44,20 @@ def build(arch: Architecture, input_shape, weights, include_top):
     ``weights`` is ``None`` (random initialization, offline), a weights file saved from the same
     architecture, or ``arch.weights`` (the keras-hub preset ``arch.name``, downloaded once).
     """
-    if include_top:
-        raise ValueError(
-            f"keras-hub backbones have no classifier top; build keras_hub:{arch.name} with "
-            f"include_top=False and add a head. Received: include_top={include_top!r}"
-        )
-    keras_hub = _import_keras_hub()
-    cls = getattr(keras_hub.models, arch.constructor)
     shape = tuple(input_shape)
-    if weights is None or is_weights_file(weights):
-        model = adapt_output(cls(**{**arch.config, arch.shape_argument: shape}), arch, shape)
-        if weights is not None:
-            model.load_weights(weights)
-        return model
-    try:
-        backbone = cls.from_preset(arch.name, **{arch.shape_argument: shape})
-    except Exception as exc:
-        if is_download_failure(exc):
-            raise preset_download_error(f"{SOURCE}:{arch.name}", arch.name, weights, exc) from exc
-        raise
-    return adapt_output(backbone, arch, shape)
+    size = {arch.shape_argument: shape}
+
+    def family():
+        return getattr(LIBRARY.load().models, arch.constructor)
+
+    return LIBRARY.build(
+        arch.name,
+        weights,
+        include_top,
+        construct=lambda: adapt_output(family()(**{**arch.config, **size}), arch, shape),
+        from_preset=lambda: adapt_output(family().from_preset(arch.name, **size), arch, shape),
+        preset=arch.name,
+    )
 
 
 def adapt_output(backbone, arch: Architecture, shape):
@@ -85,17 +78,6 @@ def adapt_output(backbone, arch: Architecture, shape):
         grid = (shape[0] // 32, shape[1] // 32, outputs.shape[-1])
         y = keras.layers.Reshape(grid, name="tokens_as_grid")(outputs)
     return keras.Model(backbone.inputs, y, name=backbone.name)
-
-
-def _import_keras_hub():
-    try:
-        import keras_hub
-    except ImportError as exc:
-        raise ImportError(
-            f"The keras_hub backbones need keras-hub, which is not installed. Install it with "
-            f"`{INSTALL_HINT}`. Received: {type(exc).__name__}: {exc}"
-        ) from exc
-    return keras_hub
 
 
 def make_spec(arch: Architecture) -> BackboneSpec:

@@ -1,0 +1,155 @@
+"""What a backbone is, as plain data: :class:`BackboneSpec`, :class:`BlockRule`, the preprocessing
+modes, their validation, and the names ``build_model`` gives the parts of a model.
+
+This module imports neither Keras nor pluggy: plugins, ``keras-tlft list`` and the registry read
+specs without loading TensorFlow. A spec's ``builder`` imports Keras when it is called.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BACKBONE_LAYER",
+    "HEAD_LAYER",
+    "PREPROCESSING_MODES",
+    "SPEC_ATTRIBUTE",
+    "AmbiguousBackboneError",
+    "BackboneSpec",
+    "BlockRule",
+    "UnknownBackboneError",
+    "closest_names",
+    "did_you_mean",
+    "normalize",
+    "validate_spec",
+]
+
+# The layer names build_model gives a model's parts, which ProgressiveUnfreeze and fit_frozen
+# look for, and the attribute under which the model and its backbone carry their spec.
+BACKBONE_LAYER = "backbone"
+HEAD_LAYER = "head"
+SPEC_ATTRIBUTE = "_tlft_spec"
+
+PREPROCESSING_MODES = ("none", "caffe", "tf", "torch", "rescale")
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """Where one block of a backbone begins.
+
+    A block begins at the first layer (after the previous block began) whose name matches
+    ``pattern`` (``re.match``); with ``after=True`` it begins at the layer *after* that one, for
+    families whose layers carry generic names and whose blocks end at a named layer (InceptionV3's
+    ``mixed0``, ``mixed1``...). A block runs until the next block begins.
+    """
+
+    name: str
+    pattern: str
+    after: bool = False
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the rest of keras-tlft needs to know about a backbone, without building it.
+
+    Args:
+        name: the backbone's name, as users type it (``"vgg16"``).
+        builder: ``builder(input_shape, weights, include_top) -> keras.Model``; imports Keras
+            only when called. ``weights`` is ``None``, one of ``weights`` or a file path.
+        source: the source that registered it (``"applications"``); filled in from the plugin's
+            name when empty.
+        family: the architecture family (``"vgg"``, ``"resnet"``).
+        description: one line for ``keras-tlft list``.
+        aliases: other names it resolves under.
+        default_input_shape: ``(height, width, channels)`` the backbone was trained at.
+        min_input_size: the smallest height or width it accepts; ``build_model`` resizes
+            smaller inputs up to it inside the model.
+        params: parameter count with ``include_top=False`` at ``default_input_shape``, exactly as
+            Keras's ``count_params()`` reports it.
+        preprocessing: one of ``PREPROCESSING_MODES`` (``"none"`` when the model rescales
+            itself), or a callable returning a Keras layer that maps raw 0-255 pixels to the
+            backbone's input.
+        weights: the pretrained weights the builder can load (``("imagenet",)``).
+        blocks: the block rules, first block first; unfreezing works block by block.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    source: str = ""
+    family: str = ""
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    default_input_shape: tuple[int, int, int] = (224, 224, 3)
+    min_input_size: int = 32
+    params: int | None = None
+    preprocessing: Any = "none"
+    weights: tuple[str, ...] = ()
+    blocks: tuple[BlockRule, ...] = field(default_factory=tuple)
+
+    @property
+    def key(self) -> str:
+        """The name that always resolves: ``source:name``."""
+        return f"{self.source}:{self.name}"
+
+    def build(self, input_shape=None, weights=None, include_top=False):
+        """Build the Keras model (this imports Keras)."""
+        shape = tuple(input_shape) if input_shape is not None else self.default_input_shape
+        return self.builder(input_shape=shape, weights=weights, include_top=include_top)
+
+
+def normalize(name: str) -> str:
+    """Case- and separator-insensitive form of a name: ``VGG-16`` -> ``vgg16``."""
+    return re.sub(r"[\s_\-.]+", "", name).lower()
+
+
+class UnknownBackboneError(ValueError):
+    """No registered backbone has that name."""
+
+
+class AmbiguousBackboneError(ValueError):
+    """More than one source registers that bare name."""
+
+
+def validate_spec(spec: Any) -> str | None:
+    """Why ``spec`` cannot be registered, or ``None`` when it is valid."""
+    if not isinstance(spec, BackboneSpec):
+        return f"register() expects a BackboneSpec, received {type(spec).__name__}"
+    problems = []
+    if not isinstance(spec.name, str) or not normalize(spec.name):
+        problems.append(f"name must be a non-empty string, received {spec.name!r}")
+    if not callable(spec.builder):
+        problems.append("builder must be callable")
+    shape = spec.default_input_shape
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) == 3
+        and all(isinstance(d, int) and d > 0 for d in shape)
+    ):
+        problems.append(f"default_input_shape must be 3 positive ints, received {shape!r}")
+    if spec.params is not None and (not isinstance(spec.params, int) or spec.params < 0):
+        problems.append(f"params must be a non-negative int or None, received {spec.params!r}")
+    if not (callable(spec.preprocessing) or spec.preprocessing in PREPROCESSING_MODES):
+        problems.append(
+            f"preprocessing must be one of {PREPROCESSING_MODES} or a callable, "
+            f"received {spec.preprocessing!r}"
+        )
+    if not all(isinstance(b, BlockRule) for b in spec.blocks):
+        problems.append("blocks must be a tuple of BlockRule")
+    if not isinstance(spec.aliases, tuple) or not all(isinstance(a, str) for a in spec.aliases):
+        problems.append("aliases must be a tuple of strings")
+    return "; ".join(problems) or None
+
+
+
+def closest_names(name: str, names: Sequence[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The ``n`` names closest to ``name`` (``difflib``'s ratio of at least ``cutoff``)."""
+    return difflib.get_close_matches(name, list(names), n=n, cutoff=cutoff)
+
+
+def did_you_mean(names: Sequence[str]) -> str:
+    """`` Did you mean: a, b?`` for suggested ``names``, or an empty string when there are none."""
+    return f" Did you mean: {', '.join(names)}?" if names else ""
