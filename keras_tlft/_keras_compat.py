@@ -8,10 +8,20 @@ when Keras changes, this file (and the tests that exercise it) is where to look.
 from __future__ import annotations
 
 __all__ = [
+    "append_variables",
+    "built_variables",
     "compile_arguments",
     "draws_random_numbers",
+    "is_built_for",
+    "learning_rate_variable",
+    "nadam_product",
+    "print_msg",
     "producer",
+    "set_built_for",
     "sublayers",
+    "unbuild",
+    "var_key",
+    "wrap_optimizer_methods",
 ]
 
 
@@ -63,3 +73,160 @@ def compile_arguments(model) -> dict:
     Checked: Keras 3.15.1.
     """
     return dict(model._compile_config.config)
+
+
+def print_msg(message: str) -> None:
+    """Print a line as Keras's own callbacks do.
+
+    Why: ``keras.src.utils.io_utils.print_msg`` sends the line to absl logging when
+    ``keras.config.disable_interactive_logging()`` is in force, as ``EarlyStopping`` and
+    ``ReduceLROnPlateau`` messages go. Public alternative: ``print`` (ignores that setting).
+    Checked: Keras 3.15.1.
+    """
+    try:
+        from keras.src.utils import io_utils
+    except ImportError:  # pragma: no cover - a Keras that moved it
+        print(message)
+        return
+    io_utils.print_msg(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers. keras-tlft builds one optimizer for every variable a schedule can unfreeze and
+# trains a changing subset of them, each at its own learning rate (keras_tlft.optim). Keras's
+# optimizers have no public API for either: an optimizer is built once, for the variables of its
+# first apply(), and trains every one of them at one learning rate.
+
+
+def var_key(optimizer, variable):
+    """The key under which ``optimizer`` indexes ``variable``'s state.
+
+    Why: ``BaseOptimizer._var_key`` is ``id(variable)``, but the TensorFlow optimizer keys a
+    distributed variable by its container; per-variable rules must use the same key.
+    Public alternative: none. Checked: Keras 3.15.1.
+    """
+    return optimizer._var_key(variable)
+
+
+def built_variables(optimizer) -> list:
+    """The variables ``optimizer`` was built for, in its order.
+
+    Why: ``BaseOptimizer._trainable_variables``; the public ``optimizer.variables`` lists the
+    optimizer's own state (moments, iterations), not the model variables it updates.
+    Public alternative: none. Checked: Keras 3.15.1.
+    """
+    return list(optimizer._trainable_variables)
+
+
+def is_built_for(optimizer, variables) -> bool:
+    """Whether ``optimizer`` is built for exactly ``variables`` (in any order).
+
+    Why: reads ``_trainable_variables_indices``, Keras's own index of the built variables.
+    Public alternative: none (``optimizer.built`` says only that it was built).
+    Checked: Keras 3.15.1.
+    """
+    known = optimizer._trainable_variables_indices
+    return (
+        optimizer.built
+        and len(known) == len(variables)
+        and all(var_key(optimizer, v) in known for v in variables)
+    )
+
+
+def _not_tracked():
+    # Assigning lists of variables to an optimizer attribute would track them as the optimizer's
+    # own variables; Keras's build() turns tracking off the same way.
+    from keras.src.utils.tracking import DotNotTrackScope
+
+    return DotNotTrackScope()
+
+
+def unbuild(optimizer, keep: int) -> None:
+    """Forget what ``optimizer`` was built for, dropping every state variable after the first
+    ``keep`` (those its constructor made: iterations, learning rate), so that ``build`` runs again.
+
+    Why: Keras builds an optimizer once; ``build`` refuses nothing but appends to the private
+    ``_variables``, ``_trainable_variables`` and ``_trainable_variables_indices``.
+    Public alternative: a new optimizer (loses the user's object, its state and its config).
+    Checked: Keras 3.15.1.
+    """
+    with _not_tracked():
+        del optimizer._variables[keep:]
+        optimizer._trainable_variables_indices = {}
+        optimizer._trainable_variables = []
+        optimizer.built = False
+
+
+def append_variables(optimizer, variables) -> None:
+    """Add ``variables`` (already tracked by it) back at the end of ``optimizer.variables``.
+
+    Why: ``optimizer.variables`` is a copy of the private ``_variables`` list; state variables
+    that must outlive a rebuild are kept by appending them to it.
+    Public alternative: none. Checked: Keras 3.15.1.
+    """
+    optimizer._variables.extend(variables)
+
+
+def set_built_for(optimizer, variables) -> None:
+    """Make a wrapping optimizer (``LossScaleOptimizer``) agree with its inner optimizer about
+    the variables it is built for.
+
+    Why: the wrapper keeps its own copy of ``_trainable_variables`` and its index.
+    Public alternative: none. Checked: Keras 3.15.1.
+    """
+    with _not_tracked():
+        optimizer._trainable_variables = list(variables)
+        optimizer._trainable_variables_indices = {
+            var_key(optimizer, v): i for i, v in enumerate(variables)
+        }
+
+
+def learning_rate_variable(optimizer):
+    """``optimizer``'s learning-rate variable, or ``None`` when it follows a schedule.
+
+    Why: ``BaseOptimizer._learning_rate``; ``optimizer.learning_rate`` returns its current value
+    (a schedule's too), not the variable. Public alternative: none. Checked: Keras 3.15.1.
+    """
+    return getattr(optimizer, "_learning_rate", None)
+
+
+def nadam_product(optimizer):
+    """Nadam's running product of momentum factors (``None`` for other optimizers).
+
+    Why: ``Nadam._u_product`` advances once per update call; an update split into groups must
+    replay it from the same start. Public alternative: none. Checked: Keras 3.15.1.
+    """
+    return getattr(optimizer, "_u_product", None)
+
+
+# The optimizer methods keras_tlft.optim wraps, by meaning. update_step and
+# finalize_variable_values are public; the others are Keras's private steps of apply():
+#   current_learning_rate: _get_current_learning_rate, the rate handed to update_step (and to
+#       weight decay); wrapped to apply a block's rate inside weight decay.
+#   apply_weight_decay: _apply_weight_decay, decoupled weight decay (AdamW, Lion...), which
+#       scales by the learning rate and so must see each block's rate.
+#   apply_step: _backend_update_step, one step over every variable: the scope of a cache.
+#   fused_update_step: _parallel_update_step, PyTorch's fused update of every variable at one
+#       learning rate, called once per group of variables sharing a rate (absent elsewhere).
+# Public alternative: none; a subclass cannot be swapped into the user's optimizer object.
+# Checked: Keras 3.15.1 (TensorFlow, JAX and PyTorch backends).
+_OPTIMIZER_METHODS = {
+    "update_step": "update_step",
+    "finalize_variable_values": "finalize_variable_values",
+    "current_learning_rate": "_get_current_learning_rate",
+    "apply_weight_decay": "_apply_weight_decay",
+    "apply_step": "_backend_update_step",
+    "fused_update_step": "_parallel_update_step",
+}
+
+
+def wrap_optimizer_methods(optimizer, **wrappers) -> None:
+    """Replace methods of one optimizer instance (never its class) by ``wrapper(original)``.
+
+    ``wrappers`` are keyed by the meanings above; a method this optimizer does not have (the
+    fused step outside PyTorch) is left alone.
+    """
+    for meaning, wrap in wrappers.items():
+        name = _OPTIMIZER_METHODS[meaning]
+        if hasattr(optimizer, name):
+            setattr(optimizer, name, wrap(getattr(optimizer, name)))

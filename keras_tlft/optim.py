@@ -24,6 +24,8 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from keras_tlft import _keras_compat as compat
+
 __all__ = [
     "LearningRateRule",
     "StagedOptimizer",
@@ -155,14 +157,8 @@ class StagedOptimizer:
     def build(self, variables: Sequence) -> bool:
         """Build the optimizer for ``variables`` (every variable it may ever update), keeping the
         state it already has for the variables it knew. Returns whether it (re)built."""
-        inner = self.inner
         wanted = list(variables)
-        known = inner._trainable_variables_indices
-        if (
-            inner.built
-            and len(known) == len(wanted)
-            and all(inner._var_key(v) in known for v in wanted)
-        ):
+        if compat.is_built_for(self.inner, wanted):
             return False
         with _strategy_scope(self.model):
             self._rebuild(wanted, keep_state=True)
@@ -172,40 +168,29 @@ class StagedOptimizer:
         """Reset every per-variable state (moments, accumulators) to its initial value; the
         iteration count, the learning rate and the state variables are kept."""
         with _strategy_scope(self.model):
-            self._rebuild(list(self.inner._trainable_variables), keep_state=False)
+            self._rebuild(compat.built_variables(self.inner), keep_state=False)
 
     def _rebuild(self, wanted: list, keep_state: bool) -> None:
         import keras
-        from keras.src.utils.tracking import DotNotTrackScope
 
         inner = self.inner
         n_init = _count_init_variables(inner)
-        own = [v for v in inner._variables[n_init:] if any(v is s for s in self.state_variables)]
-        built_by_build = [v for v in inner._variables[n_init:] if not any(v is s for s in own)]
+        own = [v for v in inner.variables[n_init:] if any(v is s for s in self.state_variables)]
+        built_by_build = [v for v in inner.variables[n_init:] if not any(v is s for s in own)]
         saved = {}
         if keep_state and inner.built and int(keras.ops.convert_to_numpy(inner.iterations)):
             saved = _values_by_name(built_by_build)
-        # Assigning lists of variables to an optimizer attribute would track them as the
-        # optimizer's own variables (Keras's build() turns tracking off the same way).
-        with DotNotTrackScope():
-            del inner._variables[n_init:]
-            inner._trainable_variables_indices = {}
-            inner._trainable_variables = []
-            inner.built = False
-        # Tracking stays on in build(): Nadam's build() relies on it to track `_u_product`.
+        compat.unbuild(inner, keep=n_init)
+        # Tracking stays on in build(): Nadam's build() relies on it to track its product.
         with keras.name_scope(inner.name, caller=inner):
             inner.build(wanted)
         inner.built = True
-        inner._variables.extend(own)
-        with DotNotTrackScope():
-            outer = self.optimizer
-            while outer is not inner:
-                outer._trainable_variables = wanted[:]
-                outer._trainable_variables_indices = {
-                    outer._var_key(v): i for i, v in enumerate(wanted)
-                }
-                outer = outer.inner_optimizer
-        skipped = _restore_by_name(inner._variables[n_init:], saved) if saved else 0
+        compat.append_variables(inner, own)
+        outer = self.optimizer
+        while outer is not inner:
+            compat.set_built_for(outer, wanted)
+            outer = outer.inner_optimizer
+        skipped = _restore_by_name(inner.variables[n_init:], saved) if saved else 0
         if skipped:
             warnings.warn(
                 f"ProgressiveUnfreeze rebuilt optimizer {inner.name!r} for the variables the "
@@ -222,15 +207,14 @@ class StagedOptimizer:
         for v in self.state_variables:
             if v.name == name:
                 return v
-        with _strategy_scope(self.model), keras.name_scope(self.inner.name, caller=self.inner):
-            variable = keras.Variable(
-                keras.ops.full(shape, fill, dtype=dtype),
+        with _strategy_scope(self.model):
+            variable = self.inner.add_variable(
+                shape,
+                initializer=keras.initializers.Constant(fill),
                 dtype=dtype,
-                trainable=False,
                 aggregation="only_first_replica",
                 name=name,
             )
-        self.inner._track_variable(variable)
         self.state_variables.append(variable)
         return variable
 
@@ -244,11 +228,11 @@ class StagedOptimizer:
             if rule.is_identity:
                 continue
             for v in variables:
-                table[self.inner._var_key(v)] = rule
+                table[compat.var_key(self.inner, v)] = rule
         self.rules = table
 
     def rule_for(self, variable) -> LearningRateRule | None:
-        return self.rules.get(self.inner._var_key(variable))
+        return self.rules.get(compat.var_key(self.inner, variable))
 
     def learning_rate_of(self, variable) -> float:
         """The learning rate ``variable`` trains at now (plain Python, for logs)."""
@@ -270,20 +254,36 @@ class StagedOptimizer:
         inner._tlft_staged = self
         self._lr_override: Callable | None = None
         self._rule_tensors: dict | None = None
-        update_step = inner.update_step
-        get_lr = inner._get_current_learning_rate
-        apply_weight_decay = inner._apply_weight_decay
-        finalize = inner.finalize_variable_values
+        compat.wrap_optimizer_methods(
+            inner,
+            update_step=self._wrap_update_step,
+            current_learning_rate=self._wrap_current_learning_rate,
+            apply_weight_decay=self._wrap_apply_weight_decay,
+            finalize_variable_values=self._wrap_finalize,
+            apply_step=self._wrap_apply_step,
+            fused_update_step=self._grouped,
+        )
+        if keras.backend.backend() == "jax":
+            inner.stateless_apply = self._subset_stateless_apply
 
+    def _wrap_update_step(self, update_step):
         def patched_update_step(gradient, variable, learning_rate):
             rule = self.rule_for(variable)
             if rule is not None:
                 learning_rate = self._rule_tensor(rule, learning_rate)
             return update_step(gradient, variable, learning_rate)
 
+        return patched_update_step
+
+    def _wrap_current_learning_rate(self, get_lr):
         def patched_get_lr():
             lr = get_lr()
             return lr if self._lr_override is None else self._lr_override(lr)
+
+        return patched_get_lr
+
+    def _wrap_apply_weight_decay(self, apply_weight_decay):
+        inner = self.inner
 
         def patched_apply_weight_decay(variables):
             if inner.weight_decay is None and not hasattr(inner, "adam_weight_decay"):
@@ -298,12 +298,18 @@ class StagedOptimizer:
                 finally:
                     self._lr_override = None
 
+        return patched_apply_weight_decay
+
+    def _wrap_finalize(self, finalize):
+        inner = self.inner
+
         def patched_finalize(var_list):
             # EMA swaps in every variable it averages, which is the whole union.
-            return finalize(inner._trainable_variables if inner.use_ema else var_list)
+            return finalize(compat.built_variables(inner) if inner.use_ema else var_list)
 
-        backend_update_step = inner._backend_update_step
+        return patched_finalize
 
+    def _wrap_apply_step(self, backend_update_step):
         def patched_backend_update_step(grads, trainable_variables, learning_rate):
             # One step (or one trace of it): the scope of the learning-rate tensors' cache.
             self._rule_tensors = {}
@@ -312,15 +318,7 @@ class StagedOptimizer:
             finally:
                 self._rule_tensors = None
 
-        inner._backend_update_step = patched_backend_update_step
-        inner.update_step = patched_update_step
-        inner._get_current_learning_rate = patched_get_lr
-        inner._apply_weight_decay = patched_apply_weight_decay
-        inner.finalize_variable_values = patched_finalize
-        if hasattr(inner, "_parallel_update_step"):
-            inner._parallel_update_step = self._grouped(inner._parallel_update_step)
-        if keras.backend.backend() == "jax":
-            inner.stateless_apply = self._subset_stateless_apply
+        return patched_backend_update_step
 
     def _rule_tensor(self, rule: LearningRateRule, learning_rate):
         """``rule.tensor``, computed once per rule within one ``_backend_update_step`` call (one
@@ -350,7 +348,7 @@ class StagedOptimizer:
             if len(groups) == 1 and groups[0][0] is None:
                 return parallel_update_step(grads, variables, learning_rate)
             # Nadam advances a shared product once per call: replay it from the same start.
-            u_product = getattr(inner, "_u_product", None)
+            u_product = compat.nadam_product(inner)
             start = None if u_product is None else u_product.value.clone()
             for rule, group in groups:
                 if start is not None:
@@ -387,11 +385,11 @@ def _count_init_variables(optimizer) -> int:
     makes): counted on a fresh twin built from its config."""
     try:
         twin = type(optimizer).from_config(optimizer.get_config())
-        return len(twin._variables)
+        return len(twin.variables)
     except Exception:  # a custom optimizer without a faithful config
         n = 1
-        lr = getattr(optimizer, "_learning_rate", None)
-        if lr is not None and any(lr is v for v in optimizer._variables[:2]):
+        lr = compat.learning_rate_variable(optimizer)
+        if lr is not None and any(lr is v for v in optimizer.variables[:2]):
             n = 2
         return n
 
