@@ -1,25 +1,25 @@
 """ProgressiveUnfreeze: staged unfreezing of a backbone inside one ``fit`` call.
 
 The policy: which blocks train when and at which learning rates, read from a
-:class:`~keras_tlft.schedule.Schedule`. The mechanism it needs from the optimizer (one build for
-every variable the schedule can unfreeze, per-variable learning rates in the compiled step) is in
-:mod:`keras_tlft.optim`.
+:class:`~keras_tlft.schedule.Schedule`. The mechanics are elsewhere: what a stage change does to
+the model, and the records that let a restarted run resume, in :mod:`keras_tlft.staging`; what it
+needs from the optimizer (one build for every variable the schedule can unfreeze, per-variable
+learning rates in the compiled step) in :mod:`keras_tlft.optim`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
-from keras_tlft.optim import StagedOptimizer, retrace
-from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_at_epoch, stage_error
-from keras_tlft.schedule import MAX_STAGES, Schedule, parse_schedule
+from keras_tlft.plan import stage_at_epoch
+from keras_tlft.schedule import Schedule, parse_schedule
+from keras_tlft.staging import Stager
 
 # Backbone and find_backbone are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]
@@ -34,13 +34,16 @@ LOG_KEYS = (
 )
 
 
-def _print(message: str) -> None:
-    try:
-        from keras.src.utils import io_utils
+@dataclass
+class _Fit:
+    """The state of one ``fit`` call, reset by ``on_train_begin``."""
 
-        io_utils.print_msg(message)
-    except ImportError:  # pragma: no cover - a Keras without io_utils
-        print(message)
+    first_epoch: bool = True
+    in_epoch: bool = False
+    epoch: int = 0
+    best_weights: list | None = None
+    monitor_seen: bool = False
+    warned_monitor: bool = False
 
 
 class ProgressiveUnfreeze(keras.callbacks.Callback):
@@ -115,100 +118,28 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         self.verbose = verbose
-        self._prepared = False
-        self._in_epoch = False  # on_test_end also runs in a plain evaluate()
+        self._stager: Stager | None = None
+        self._fit: _Fit | None = None  # None outside fit: on_test_end also runs in evaluate()
 
-    # ------------------------------------------------------------------ set-up
+    @property
+    def found(self) -> Backbone:
+        """Where the backbone is and its blocks (known once the model is set)."""
+        return self._stager.backbone
 
     def set_model(self, model):
         super().set_model(model)
-        self._prepared = False
         # Build the optimizer for every variable the schedule can unfreeze *before* any
         # callback's on_train_begin: BackupAndRestore loads the optimizer's state there, and
         # Keras skips that load when the optimizer's variable count differs.
-        if getattr(model, "optimizer", None) is not None:
-            self._prepare()
+        self._stager = self._prepare(model) if getattr(model, "optimizer", None) else None
 
-    def _prepare(self) -> None:
-        model = self.model
-        self.found = locate_backbone(model, self.backbone, self.blocks)
-        layers, blocks, source = self.found.layers, self.found.blocks, self.found.blocks_source
-        self.stages = self.schedule.resolve(len(blocks))
-        self._block_of = np.zeros(len(layers), dtype=int)
-        for b, block in enumerate(blocks):
-            self._block_of[block.first : block.last + 1] = b
+    def _prepare(self, model) -> Stager:
+        backbone = locate_backbone(model, self.backbone, self.blocks)
+        stager = Stager(model, backbone, self.schedule)
         # Blocks derived from layer names are a guess: always show it (known ones with verbose).
-        if self.verbose or source == "derived":
-            self._print_blocks()
-        self.staged = StagedOptimizer.install(model)
-        self.staged.build(self._union_variables())
-        self._state_epochs = self.staged.state_variable(
-            "tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
-        self._state_iterations = self.staged.state_variable(
-            "tlft_stage_iterations", (MAX_STAGES,), "int32", -1)
-        self._state_plateau = self.staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
-        self._stage_blocks_cache: dict[int, set[int]] = {}
-        self._prepared = True
-
-    def _apply(self, stage):
-        bb = self.found
-        return apply_unfreeze(bb.layers, bb.blocks, stage.unfreeze, self.schedule.train_bn,
-                              bb.container)
-
-    def _union_variables(self) -> list:
-        """Every variable some stage trains, in the model's order (so that a resumed run builds
-        the optimizer exactly as the interrupted one did)."""
-        bb = self.found
-        union: set[int] = set()
-        with trainable_flags_restored(bb.layers, bb.container):
-            for i, stage in enumerate(self.stages):
-                try:
-                    self._apply(stage)
-                except ValueError as exc:
-                    raise stage_error(self.schedule, i, stage, exc) from None
-                union.update(id(v) for v in self.model.trainable_variables)
-        ordered = [v for v in self.model.variables if id(v) in union]
-        seen: set[int] = set()
-        return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
-
-    def _print_blocks(self) -> None:
-        bb = self.found
-        rows = ", ".join(f"{b.name} [{b.first}-{b.last}]" for b in bb.blocks)
-        _print(f"ProgressiveUnfreeze: backbone {bb.name!r}, {len(bb.layers)} layers in "
-               f"{len(bb.blocks)} blocks ({bb.blocks_source}): {rows}")
-
-    # ------------------------------------------------------------------ persisted state
-
-    def _records(self):
-        epochs = keras.ops.convert_to_numpy(self._state_epochs).astype(int)
-        iterations = keras.ops.convert_to_numpy(self._state_iterations).astype(int)
-        return epochs, iterations
-
-    def _write_records(self, epochs, iterations) -> None:
-        self._state_epochs.assign(np.asarray(epochs, dtype="int32"))
-        self._state_iterations.assign(np.asarray(iterations, dtype="int32"))
-
-    def _reconcile(self, epoch: int) -> None:
-        """On the first epoch of a `fit`: a run resumed at ``epoch`` keeps the records of the
-        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh."""
-        epochs, iterations = self._records()
-        fingerprint = self.schedule.fingerprint()
-        if epoch == 0 or epochs[0] != fingerprint:
-            epochs[:] = -1
-            iterations[:] = -1
-            epochs[0] = fingerprint
-            self._state_plateau.assign(np.array([np.nan, 0.0], dtype="float32"))
-        later = epochs[1:] > epoch
-        epochs[1:][later] = -1
-        iterations[later] = -1
-        if self.schedule.trigger == "plateau" and epochs[1] == -1:
-            epochs[1] = epoch
-        self._write_records(epochs, iterations)
-
-    def _iteration(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.staged.inner.iterations))
-
-    # ------------------------------------------------------------------ callback hooks
+        if self.verbose or backbone.blocks_source == "derived":
+            stager.print_blocks()
+        return stager
 
     def on_train_begin(self, logs=None):
         if getattr(self.model, "optimizer", None) is None:
@@ -216,143 +147,46 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 "ProgressiveUnfreeze needs a compiled model: call model.compile(optimizer, "
                 "loss) before fit. Received: model.optimizer=None"
             )
-        if not self._prepared:
-            self._prepare()
-        self._stage = None
-        self._first_epoch = True
-        self._in_epoch = False
-        self._best_weights = None
-        self._monitor_seen = False
-        self._warned_monitor = False
+        if self._stager is None:
+            self._stager = self._prepare(self.model)
+        self._stager.index = None
+        self._fit = _Fit()
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch:
-            self._reconcile(epoch)
-            self._first_epoch = False
-        self._in_epoch = True
-        self._epoch = epoch
-        target = self._stage_at(epoch)
-        if target != self._stage:
-            self._enter(target, epoch)
-
-    def _stage_at(self, epoch: int) -> int:
+        stager, fit = self._stager, self._fit
+        if fit.first_epoch:
+            stager.records.reconcile(epoch, self.schedule)
+            fit.first_epoch = False
+        fit.in_epoch, fit.epoch = True, epoch
         if self.schedule.trigger == "epoch":
-            return stage_at_epoch(self.stages, epoch)
-        epochs, _ = self._records()
-        begun = [i for i in range(len(self.stages)) if 0 <= epochs[1 + i] <= epoch]
-        return max(begun) if begun else 0
-
-    def _enter(self, index: int, epoch: int) -> None:
-        epochs, iterations = self._records()
-        fresh = iterations[index] < 0
-        if fresh:
-            epochs[1 + index] = epoch
-            iterations[index] = self._iteration()
-            self._write_records(epochs, iterations)
-            if self.schedule.reset_optimizer_state and index > 0:
-                self.staged.reset_state()
-        self._stage = index
-        stage = self.stages[index]
-        unfrozen = self._apply(stage)
-        self._set_learning_rates(index, iterations)
-        retrace(self.model)
-        self._trainable_params = count_weights(self.model.trainable_weights)
-        blocks = sorted({int(self._block_of[i]) for i in unfrozen})
-        self._unfrozen_blocks = blocks
-        if self.verbose:
-            self._announce(epoch, index, stage, blocks, len(unfrozen))
-
-    def _run_start(self, index: int, block: int, iterations) -> int | None:
-        """The iteration since which ``block`` has trained without a break, as of stage
-        ``index`` (the warm-up of a block starts when it is unfrozen)."""
-        start = index
-        while start > 0 and block in self._stage_blocks(start - 1):
-            start -= 1
-        value = int(iterations[start])
-        return value if value >= 0 else None
-
-    def _stage_blocks(self, index: int) -> set[int]:
-        cache = self._stage_blocks_cache
-        if index not in cache:
-            bb = self.found
-            with trainable_flags_restored(bb.layers, bb.container):
-                unfrozen = self._apply(self.stages[index])
-            cache[index] = {int(self._block_of[i]) for i in unfrozen}
-        return cache[index]
-
-    def _set_learning_rates(self, index: int, iterations) -> None:
-        bb = self.found
-        stage = self.stages[index]
-        head_rule, block_rules = learning_rate_rules(self.schedule, stage, len(bb.blocks))
-        backbone_ids = set()
-        per_block: dict[int, list] = {}
-        for i, layer in enumerate(bb.layers):
-            for v in layer.trainable_weights:
-                backbone_ids.add(id(v))
-                per_block.setdefault(int(self._block_of[i]), []).append(v)
-        rules = []
-        warmup = self.schedule.warmup_steps
-        self._block_rules = {}
-        for b, variables in per_block.items():
-            rule = block_rules[b]
-            if warmup:
-                rule = replace(rule, warmup_steps=warmup,
-                               warmup_start=self._run_start(index, b, iterations))
-            self._block_rules[b] = rule
-            rules.append((variables, rule))
-        head = [v for v in self.model.trainable_weights if id(v) not in backbone_ids]
-        rules.append((head, head_rule))
-        self._head_rule = head_rule
-        self.staged.set_rules(rules)
-
-    def _announce(self, epoch, index, stage, blocks, n_layers) -> None:
-        bb = self.found
-        names = [bb.blocks[b].name for b in blocks]
-        what = (f"{len(names)} block{'s' if len(names) != 1 else ''} "
-                f"({names[0]}..{names[-1]}), {n_layers} layers" if names else "backbone frozen")
-        lrs = self._learning_rates(2**62)  # the full rates, after any warm-up
-        lr_text = f"head lr {lrs['head_lr']:.3g}"
-        if names:
-            lr_text += f", backbone lr {lrs['backbone_lr']:.3g}"
-            if lrs["backbone_lr_min"] != lrs["backbone_lr"]:
-                lr_text += f"..{lrs['backbone_lr_min']:.3g}"
-            if self.schedule.warmup_steps:
-                lr_text += f" (after a {self.schedule.warmup_steps}-step warm-up)"
-        trigger = describe_trigger(self.schedule, index, stage)
-        _print(f"Epoch {epoch + 1}: ProgressiveUnfreeze stage {index + 1}/{len(self.stages)} "
-               f"(unfreeze={stage.unfreeze}, {trigger}): {what}, "
-               f"{self._trainable_params:,} trainable params; {lr_text}")
-
-    def _learning_rates(self, iteration: int) -> dict:
-        """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``."""
-        lr = float(keras.ops.convert_to_numpy(self.staged.inner.learning_rate))
-        rates = [self._block_rules[b].value(lr, iteration) for b in self._unfrozen_blocks
-                 if b in self._block_rules]
-        return {
-            "head_lr": self._head_rule.value(lr, iteration),
-            "backbone_lr": rates[-1] if rates else 0.0,
-            "backbone_lr_min": rates[0] if rates else 0.0,
-        }
+            target = stage_at_epoch(stager.stages, epoch)
+        else:
+            target = stager.records.begun_by(epoch, len(stager.stages))
+        if target != stager.index:
+            n_layers = stager.enter(target, epoch)
+            if self.verbose:
+                stager.announce(epoch, n_layers)
 
     def on_test_end(self, logs=None):
         # A val_ metric is known here, before any callback's on_epoch_end: a decision taken now
         # is in the optimizer's state when BackupAndRestore saves it, whatever the order.
         monitor = self.schedule.monitor
-        if (self.schedule.trigger == "plateau" and self._in_epoch and logs
-                and monitor.startswith("val_") and monitor[4:] in logs):
+        if (self.schedule.trigger == "plateau" and self._fit is not None and self._fit.in_epoch
+                and logs and monitor.startswith("val_") and monitor[4:] in logs):
             self._observe(float(logs[monitor[4:]]))
 
     def on_epoch_end(self, epoch, logs=None):
-        self._in_epoch = False
+        fit = self._fit
+        fit.in_epoch = False
         logs = {} if logs is None else logs
         monitor = self.schedule.monitor
         if self.schedule.trigger == "plateau":
             if not monitor.startswith("val_") and monitor in logs:
                 self._observe(float(logs[monitor]))
             if monitor in logs:
-                self._monitor_seen = True
-            elif not self._monitor_seen and not self._warned_monitor and epoch > 0:
-                self._warned_monitor = True
+                fit.monitor_seen = True
+            elif not fit.monitor_seen and not fit.warned_monitor and epoch > 0:
+                fit.warned_monitor = True
                 warnings.warn(
                     f"ProgressiveUnfreeze's plateau schedule watches {monitor!r}, which is not "
                     f"in the logs (available: {', '.join(sorted(logs)) or 'none'}): the next "
@@ -360,51 +194,38 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                     f"the available metrics.",
                     stacklevel=2,
                 )
-        logs.update(self._log_values())
-
-    def _log_values(self) -> dict:
-        values = {
-            "unfreeze_stage": self._stage,
-            "unfrozen_blocks": len(self._unfrozen_blocks),
-            "trainable_params": self._trainable_params,
-        }
-        # The rates in force now, for the next step (as ReduceLROnPlateau logs its own).
-        values.update(self._learning_rates(self._iteration()))
-        return values
+        logs.update(self._stager.log_values())
 
     def _observe(self, value: float) -> None:
         """One epoch's value of the monitored metric, in a plateau schedule."""
+        stager, fit, schedule = self._stager, self._fit, self.schedule
         value = float(np.float32(value))
-        best, wait = (float(x) for x in keras.ops.convert_to_numpy(self._state_plateau))
-        sign = -1.0 if self.schedule.resolved_mode() == "min" else 1.0
-        if math.isnan(best) or sign * (value - best) > self.schedule.min_delta:
+        best, wait = stager.records.plateau_state()
+        sign = -1.0 if schedule.resolved_mode() == "min" else 1.0
+        if math.isnan(best) or sign * (value - best) > schedule.min_delta:
             best, wait = value, 0
-            if self.schedule.restore_best_weights:
-                self._best_weights = self.model.get_weights()
+            if schedule.restore_best_weights:
+                fit.best_weights = self.model.get_weights()
         else:
             wait += 1
-        if wait >= self.schedule.patience and self._stage + 1 < len(self.stages):
-            if self.schedule.restore_best_weights and self._best_weights is not None:
-                self.model.set_weights(self._best_weights)
-            elif self.schedule.restore_best_weights:
+        if wait >= schedule.patience and stager.index + 1 < len(stager.stages):
+            if schedule.restore_best_weights and fit.best_weights is not None:
+                self.model.set_weights(fit.best_weights)
+            elif schedule.restore_best_weights:
                 warnings.warn(
                     "ProgressiveUnfreeze could not restore this stage's best weights: they were "
                     "kept in memory by a process that has since been restarted. The next stage "
                     "starts from the current weights.",
                     stacklevel=2,
                 )
-            self._best_weights = None
-            epochs, iterations = self._records()
-            epochs[1 + self._stage + 1] = self._epoch + 1
-            self._write_records(epochs, iterations)
+            fit.best_weights = None
+            stager.records.schedule_next(stager.index + 1, fit.epoch + 1)
             best, wait = math.nan, 0
-        self._state_plateau.assign(np.array([best, wait], dtype="float32"))
+        stager.records.set_plateau(best, wait)
 
     def on_train_end(self, logs=None):
-        self._in_epoch = False
-        self._best_weights = None
-
-    # ------------------------------------------------------------------ config
+        self._fit.in_epoch = False
+        self._fit.best_weights = None
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values."""

@@ -1,0 +1,253 @@
+"""The mechanics of a :class:`~keras_tlft.ProgressiveUnfreeze` run, apart from its policy.
+
+:class:`Stager` does what a stage change does to a model (trainable flags, each block's learning
+rate, one retrace) on top of :class:`~keras_tlft.optim.StagedOptimizer`; :class:`StageRecords`
+keeps what the run has done so far in optimizer variables, so that ``BackupAndRestore`` and
+checkpoints restore it and a restarted run resumes in the same stage, with the same warm-up and
+the same plateau counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import keras
+import numpy as np
+
+from keras_tlft import _keras_compat as compat
+from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
+from keras_tlft.discovery import Backbone
+from keras_tlft.optim import StagedOptimizer, retrace
+from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error
+from keras_tlft.schedule import MAX_STAGES, Schedule
+
+__all__ = ["StageRecords", "Stager"]
+
+
+class StageRecords:
+    """For each stage, the epoch and the optimizer iteration it began at (``-1``: not begun),
+    the schedule's fingerprint, and a plateau schedule's best value and wait: optimizer
+    variables, saved and restored with the optimizer."""
+
+    def __init__(self, staged: StagedOptimizer):
+        self.staged = staged
+        self.epochs = staged.state_variable("tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
+        self.iterations = staged.state_variable("tlft_stage_iterations", (MAX_STAGES,), "int32",
+                                                -1)
+        self.plateau = staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
+
+    def read(self):
+        """``(epochs, iterations)`` as numpy arrays; ``epochs[0]`` is the fingerprint."""
+        epochs = keras.ops.convert_to_numpy(self.epochs).astype(int)
+        iterations = keras.ops.convert_to_numpy(self.iterations).astype(int)
+        return epochs, iterations
+
+    def write(self, epochs, iterations) -> None:
+        self.epochs.assign(np.asarray(epochs, dtype="int32"))
+        self.iterations.assign(np.asarray(iterations, dtype="int32"))
+
+    def iteration(self) -> int:
+        """The optimizer's iteration count now."""
+        return int(keras.ops.convert_to_numpy(self.staged.inner.iterations))
+
+    def reconcile(self, epoch: int, schedule: Schedule) -> None:
+        """On the first epoch of a ``fit``: a run resumed at ``epoch`` keeps the records of the
+        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh."""
+        epochs, iterations = self.read()
+        fingerprint = schedule.fingerprint()
+        if epoch == 0 or epochs[0] != fingerprint:
+            epochs[:] = -1
+            iterations[:] = -1
+            epochs[0] = fingerprint
+            self.set_plateau(np.nan, 0.0)
+        later = epochs[1:] > epoch
+        epochs[1:][later] = -1
+        iterations[later] = -1
+        if schedule.trigger == "plateau" and epochs[1] == -1:
+            epochs[1] = epoch
+        self.write(epochs, iterations)
+
+    def begun_by(self, epoch: int, n_stages: int) -> int:
+        """The last stage (of a plateau schedule) begun at or before ``epoch``."""
+        epochs, _ = self.read()
+        begun = [i for i in range(n_stages) if 0 <= epochs[1 + i] <= epoch]
+        return max(begun) if begun else 0
+
+    def begin(self, index: int, epoch: int) -> bool:
+        """Record that stage ``index`` begins now, unless it had begun; whether it is new."""
+        epochs, iterations = self.read()
+        if iterations[index] >= 0:
+            return False
+        epochs[1 + index] = epoch
+        iterations[index] = self.iteration()
+        self.write(epochs, iterations)
+        return True
+
+    def schedule_next(self, index: int, epoch: int) -> None:
+        """Stage ``index`` (of a plateau schedule) begins at ``epoch``."""
+        epochs, iterations = self.read()
+        epochs[1 + index] = epoch
+        self.write(epochs, iterations)
+
+    def plateau_state(self) -> tuple[float, float]:
+        """``(best, wait)`` of the monitored metric in the current stage."""
+        best, wait = (float(x) for x in keras.ops.convert_to_numpy(self.plateau))
+        return best, wait
+
+    def set_plateau(self, best: float, wait: float) -> None:
+        self.plateau.assign(np.array([best, wait], dtype="float32"))
+
+
+class Stager:
+    """A model's backbone stage by stage: the optimizer built once for every variable the
+    schedule can unfreeze, then :meth:`enter` for each stage change.
+
+    Args:
+        model: the compiled model.
+        backbone: where its backbone is (:func:`keras_tlft.discovery.locate_backbone`).
+        schedule: the schedule.
+    """
+
+    def __init__(self, model, backbone: Backbone, schedule: Schedule):
+        self.model, self.backbone, self.schedule = model, backbone, schedule
+        self.stages = schedule.resolve(len(backbone.blocks))
+        self.block_of = np.zeros(len(backbone.layers), dtype=int)
+        for b, block in enumerate(backbone.blocks):
+            self.block_of[block.first : block.last + 1] = b
+        self.staged = StagedOptimizer.install(model)
+        self.staged.build(self.union_variables())
+        self.records = StageRecords(self.staged)
+        self._stage_blocks: dict[int, set[int]] = {}
+        # The stage in force (set by enter).
+        self.index: int | None = None
+        self.unfrozen_blocks: list[int] = []
+        self.trainable_params = 0
+        self.head_rule = None
+        self.block_rules: dict = {}
+
+    def apply(self, index: int) -> range:
+        """Set the trainable flags of stage ``index``; returns the unfrozen layer indices."""
+        bb = self.backbone
+        return apply_unfreeze(bb.layers, bb.blocks, self.stages[index].unfreeze,
+                              self.schedule.train_bn, bb.container)
+
+    def union_variables(self) -> list:
+        """Every variable some stage trains, in the model's order (so that a resumed run builds
+        the optimizer exactly as the interrupted one did)."""
+        bb = self.backbone
+        union: set[int] = set()
+        with trainable_flags_restored(bb.layers, bb.container):
+            for i, stage in enumerate(self.stages):
+                try:
+                    self.apply(i)
+                except ValueError as exc:
+                    raise stage_error(self.schedule, i, stage, exc) from None
+                union.update(id(v) for v in self.model.trainable_variables)
+        ordered = [v for v in self.model.variables if id(v) in union]
+        seen: set[int] = set()
+        return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
+
+    def enter(self, index: int, epoch: int) -> int:
+        """Make stage ``index`` the one in force from ``epoch``; returns its unfrozen layer
+        count."""
+        if self.records.begin(index, epoch) and self.schedule.reset_optimizer_state and index:
+            self.staged.reset_state()
+        self.index = index
+        unfrozen = self.apply(index)
+        self.unfrozen_blocks = sorted({int(self.block_of[i]) for i in unfrozen})
+        self._set_learning_rates(index)
+        retrace(self.model)
+        self.trainable_params = count_weights(self.model.trainable_weights)
+        return len(unfrozen)
+
+    def blocks_of_stage(self, index: int) -> set[int]:
+        """The blocks stage ``index`` trains (the flags are put back)."""
+        if index not in self._stage_blocks:
+            bb = self.backbone
+            with trainable_flags_restored(bb.layers, bb.container):
+                unfrozen = self.apply(index)
+            self._stage_blocks[index] = {int(self.block_of[i]) for i in unfrozen}
+        return self._stage_blocks[index]
+
+    def _run_start(self, index: int, block: int, iterations) -> int | None:
+        """The iteration since which ``block`` has trained without a break, as of stage
+        ``index`` (the warm-up of a block starts when it is unfrozen)."""
+        start = index
+        while start > 0 and block in self.blocks_of_stage(start - 1):
+            start -= 1
+        value = int(iterations[start])
+        return value if value >= 0 else None
+
+    def _set_learning_rates(self, index: int) -> None:
+        bb = self.backbone
+        _, iterations = self.records.read()
+        head_rule, block_rules = learning_rate_rules(self.schedule, self.stages[index],
+                                                     len(bb.blocks))
+        backbone_ids = set()
+        per_block: dict[int, list] = {}
+        for i, layer in enumerate(bb.layers):
+            for v in layer.trainable_weights:
+                backbone_ids.add(id(v))
+                per_block.setdefault(int(self.block_of[i]), []).append(v)
+        warmup = self.schedule.warmup_steps
+        self.block_rules = {}
+        rules = []
+        for b, variables in per_block.items():
+            rule = block_rules[b]
+            if warmup:
+                rule = replace(rule, warmup_steps=warmup,
+                               warmup_start=self._run_start(index, b, iterations))
+            self.block_rules[b] = rule
+            rules.append((variables, rule))
+        head = [v for v in self.model.trainable_weights if id(v) not in backbone_ids]
+        rules.append((head, head_rule))
+        self.head_rule = head_rule
+        self.staged.set_rules(rules)
+
+    def learning_rates(self, iteration: int) -> dict:
+        """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``."""
+        lr = float(keras.ops.convert_to_numpy(self.staged.inner.learning_rate))
+        rates = [self.block_rules[b].value(lr, iteration) for b in self.unfrozen_blocks
+                 if b in self.block_rules]
+        return {
+            "head_lr": self.head_rule.value(lr, iteration),
+            "backbone_lr": rates[-1] if rates else 0.0,
+            "backbone_lr_min": rates[0] if rates else 0.0,
+        }
+
+    def log_values(self) -> dict:
+        """What each epoch's logs gain: the stage and the rates in force for the next step (as
+        ReduceLROnPlateau logs its own)."""
+        return {
+            "unfreeze_stage": self.index,
+            "unfrozen_blocks": len(self.unfrozen_blocks),
+            "trainable_params": self.trainable_params,
+            **self.learning_rates(self.records.iteration()),
+        }
+
+    def print_blocks(self) -> None:
+        bb = self.backbone
+        rows = ", ".join(f"{b.name} [{b.first}-{b.last}]" for b in bb.blocks)
+        compat.print_msg(f"ProgressiveUnfreeze: backbone {bb.name!r}, {len(bb.layers)} layers in "
+                         f"{len(bb.blocks)} blocks ({bb.blocks_source}): {rows}")
+
+    def announce(self, epoch: int, n_layers: int) -> None:
+        """One line for a stage change."""
+        index, stage = self.index, self.stages[self.index]
+        names = [self.backbone.blocks[b].name for b in self.unfrozen_blocks]
+        what = (f"{len(names)} block{'s' if len(names) != 1 else ''} "
+                f"({names[0]}..{names[-1]}), {n_layers} layers" if names else "backbone frozen")
+        lrs = self.learning_rates(2**62)  # the full rates, after any warm-up
+        lr_text = f"head lr {lrs['head_lr']:.3g}"
+        if names:
+            lr_text += f", backbone lr {lrs['backbone_lr']:.3g}"
+            if lrs["backbone_lr_min"] != lrs["backbone_lr"]:
+                lr_text += f"..{lrs['backbone_lr_min']:.3g}"
+            if self.schedule.warmup_steps:
+                lr_text += f" (after a {self.schedule.warmup_steps}-step warm-up)"
+        trigger = describe_trigger(self.schedule, index, stage)
+        compat.print_msg(
+            f"Epoch {epoch + 1}: ProgressiveUnfreeze stage {index + 1}/{len(self.stages)} "
+            f"(unfreeze={stage.unfreeze}, {trigger}): {what}, "
+            f"{self.trainable_params:,} trainable params; {lr_text}"
+        )
