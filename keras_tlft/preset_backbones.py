@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from keras_tlft.spec import BackboneSpec, BlockRule
+
 __all__ = [
     "PresetLibrary",
     "WeightsDownloadError",
@@ -129,6 +131,24 @@ class PresetLibrary:
         """Whether the library is installed (checked without importing it, so without
         TensorFlow)."""
         return importlib.util.find_spec(self.module) is not None
+
+    def spec(self, arch, builder: Callable, **fields) -> BackboneSpec:
+        """The :class:`~keras_tlft.BackboneSpec` of one architecture row: ``name``, ``family``,
+        ``description``, ``default_input_shape``, ``min_input_size``, ``params`` and ``blocks``
+        (``(name, pattern[, after])`` tuples) are read from ``arch``; ``fields`` gives the rest
+        (``preprocessing``, ``weights``, ``aliases``)."""
+        return BackboneSpec(
+            name=arch.name,
+            builder=builder,
+            source=self.source,
+            family=arch.family,
+            description=arch.description,
+            default_input_shape=arch.default_input_shape,
+            min_input_size=arch.min_input_size,
+            params=arch.params,
+            blocks=tuple(BlockRule(*rule) for rule in arch.blocks),
+            **fields,
+        )
 
     def load(self):
         """Import the library, or raise ``ImportError`` saying how to install it."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-from keras_tlft import BackboneSpec, BlockRule, hookimpl
+from keras_tlft import BackboneSpec, hookimpl
 from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_cv.architectures import ARCHITECTURES, Architecture
 
@@ -55,20 +55,9 @@ def build(arch: Architecture, input_shape, weights, include_top):
 
 def make_spec(arch: Architecture) -> BackboneSpec:
     """The BackboneSpec for one row of ``ARCHITECTURES``."""
-    return BackboneSpec(
-        name=arch.name,
-        builder=functools.partial(build, arch),
-        source=SOURCE,
-        family=arch.family,
-        description=arch.description,
-        default_input_shape=arch.default_input_shape,
-        min_input_size=arch.min_input_size,
-        params=arch.params,
-        # keras-cv backbones rescale inside themselves (include_rescaling=True).
-        preprocessing="none",
-        weights=tuple(arch.weights),
-        blocks=tuple(BlockRule(*rule) for rule in arch.blocks),
-    )
+    # keras-cv backbones rescale inside themselves (include_rescaling=True).
+    return LIBRARY.spec(arch, functools.partial(build, arch), preprocessing="none",
+                        weights=tuple(arch.weights))
 
 
 SPECS: tuple[BackboneSpec, ...] = tuple(make_spec(arch) for arch in ARCHITECTURES)

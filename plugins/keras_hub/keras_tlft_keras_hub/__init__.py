@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 
-from keras_tlft import BackboneSpec, BlockRule, hookimpl
+from keras_tlft import BackboneSpec, hookimpl
 from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
 
@@ -82,19 +82,8 @@ def adapt_output(backbone, arch: Architecture, shape):
 
 def make_spec(arch: Architecture) -> BackboneSpec:
     """The BackboneSpec for one row of ``ARCHITECTURES``."""
-    return BackboneSpec(
-        name=arch.name,
-        builder=functools.partial(build, arch),
-        source=SOURCE,
-        family=arch.family,
-        description=arch.description,
-        default_input_shape=arch.default_input_shape,
-        min_input_size=arch.min_input_size,
-        params=arch.params,
-        preprocessing=arch.preprocessing,
-        weights=(arch.weights,),
-        blocks=tuple(BlockRule(*rule) for rule in arch.blocks),
-    )
+    return LIBRARY.spec(arch, functools.partial(build, arch), preprocessing=arch.preprocessing,
+                        weights=(arch.weights,))
 
 
 SPECS: tuple[BackboneSpec, ...] = tuple(make_spec(arch) for arch in ARCHITECTURES)
