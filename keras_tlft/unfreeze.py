@@ -36,6 +36,10 @@ __all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]
 BACKBONE_LAYER = "backbone"
 HEAD_LAYER = "head"
 SPEC_ATTRIBUTE = "_tlft_spec"
+# The plateau state (best, wait) before the stage's first observation. Not NaN: in a JAX
+# multi-process run, assigning a host value checks that every process passes the same one, and
+# that check (np.equal) finds NaN unequal to itself.
+NO_BEST = (0.0, -1.0)
 LOG_KEYS = (
     "unfreeze_stage",
     "unfrozen_blocks",
@@ -348,7 +352,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             epochs[:] = -1
             iterations[:] = -1
             epochs[0] = fingerprint
-            self._state_plateau.assign(np.array([np.nan, 0.0], dtype="float32"))
+            self._state_plateau.assign(np.array(NO_BEST, dtype="float32"))
         later = epochs[1:] > epoch
         epochs[1:][later] = -1
         iterations[later] = -1
@@ -531,7 +535,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         value = float(np.float32(value))
         best, wait = (float(x) for x in keras.ops.convert_to_numpy(self._state_plateau))
         sign = -1.0 if self.schedule.resolved_mode() == "min" else 1.0
-        if math.isnan(best) or sign * (value - best) > self.schedule.min_delta:
+        # wait < 0: nothing seen yet in this stage (a NaN best, from older checkpoints, too).
+        if wait < 0 or math.isnan(best) or sign * (value - best) > self.schedule.min_delta:
             best, wait = value, 0
             if self.schedule.restore_best_weights:
                 self._best_weights = self.model.get_weights()
@@ -551,7 +556,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             epochs, iterations = self._records()
             epochs[1 + self._stage + 1] = self._epoch + 1
             self._write_records(epochs, iterations)
-            best, wait = math.nan, 0
+            best, wait = NO_BEST
         self._state_plateau.assign(np.array([best, wait], dtype="float32"))
 
     def on_train_end(self, logs=None):
