@@ -85,3 +85,52 @@ def test_jax_data_parallel_two_processes_stage_together_and_match_one_process(tm
     assert all(np.array_equal(a, b) for a, b in zip(w0, w1))
     assert max(float(np.abs(a - b).max()) for a, b in zip(w0, ws)) < 1e-5
     assert s0["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-5)
+
+
+def _slot_kernel(slot_path: str) -> str:
+    """``adam_1/block1_conv_kernel_momentum`` -> ``block1_conv_kernel`` (the kernel's path, with
+    ``/`` as ``_``, as Keras names a slot)."""
+    return slot_path.split("/", 1)[1].rsplit("_", 1)[0]
+
+
+def _assert_layouts_kept(snapshots: list) -> None:
+    for snap in snapshots:
+        kernels = snap["model"]
+        for path, kernel in kernels.items():
+            half = [*kernel["shape"][:-1], kernel["shape"][-1] // 2]
+            assert kernel["shards"] == [half], (snap["epoch"], snap["when"], path, kernel)
+        by_name = {p.replace("/", "_"): k for p, k in kernels.items()}
+        for path, slot in snap["optimizer"].items():
+            kernel = by_name[_slot_kernel(path)]
+            # Each slot is laid out as its kernel: sharded, never a gathered copy.
+            assert (slot["spec"], slot["shards"]) == (kernel["spec"], kernel["shards"]), path
+
+
+@pytest.mark.heavy
+@requires_jax
+def test_model_parallel_stages_keep_the_layout_of_kernels_and_optimizer_slots(tmp_path):
+    out = tmp_path / "model_parallel.json"
+    run_processes([[str(HELPERS / "model_parallel.py"), "--out", str(out)]],
+                  {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+    result = json.loads(out.read_text())
+    assert len(result["devices"]) == 2
+    assert result["history"]["unfreeze_stage"] == [0, 1, 2]
+    assert result["max_weight_diff"] < 1e-5  # as the same training on one device
+    first, second = result["first"], result["second"]
+    assert first[0]["model"]["block1_conv/kernel"]["spec"] == "P(None, None, None, 'model')"
+    assert first[0]["model"]["head/dense/kernel"]["spec"] == "P(None, 'model')"
+    _assert_layouts_kept(first)
+    assert all(len(s["optimizer"]) == 2 * 4 for s in first)  # Adam's two slots, every kernel
+    _assert_layouts_kept(second)
+    # Stage changes do not rebuild the optimizer: one variable list, for the union, all along.
+    assert len({tuple(s["optimizer_ids"]) for s in first}) == 1
+    assert set(first[-1]["trainable"]) == {
+        f"{layer}/{w}" for layer in ("block1_conv", "block2_conv", "block3_conv", "head/dense")
+        for w in ("kernel", "bias")}
+    # A second fit whose schedule can unfreeze more rebuilds it once, sharded, keeping the
+    # moments the first fit built up.
+    assert [len(s["optimizer_ids"]) for s in second] == [13] * 4 + [21] * 4
+    slot = next(p for p in second[4]["optimizer"] if "block3_conv_kernel_momentum" in p)
+    before = next(v for p, v in second[3]["optimizer"].items()
+                  if "block3_conv_kernel_momentum" in p)
+    assert before["sum"] != 0.0 and second[4]["optimizer"][slot]["sum"] == before["sum"]

@@ -1,0 +1,137 @@
+"""ProgressiveUnfreeze under keras.distribution.ModelParallel (JAX), on two CPU devices.
+
+    KERAS_BACKEND=jax python model_parallel.py --out result.json
+
+A LayoutMap shards every conv kernel of the tiny backbone (and the head's kernel) on their output
+channels across a ("batch", "model") = (1, 2) mesh. The same model is trained once on one device
+without a distribution (the reference), then under ModelParallel with a 3-stage schedule, then
+again with a second schedule whose union is larger (the optimizer is rebuilt, keeping its state).
+At the start and end of every epoch it records, for each kernel and each optimizer slot of one, the
+sharding's partition spec, the shape of the shard on each device and a checksum of the value, plus
+the identity of the optimizer's variable list; writes a JSON summary (atomically) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+FIRST = {0: "none", 1: 1, 2: "all"}
+OPTIONS = {"backbone_lr_ratio": 0.5, "block_lr_decay": 0.5, "warmup_steps": 2}
+SECOND_FIRST = {0: "none", 1: 1}   # union: head + block3
+SECOND_THEN = {0: 1, 1: "all"}     # union: head + every block -> the optimizer is rebuilt
+
+
+def layout_map(mesh):
+    import keras
+
+    layouts = keras.distribution.LayoutMap(mesh)
+    layouts[r"block\d_conv/kernel"] = (None, None, None, "model")
+    layouts[r".*dense/kernel"] = (None, "model")
+    return layouts
+
+
+def describe(variable) -> dict:
+    value = variable.value
+    return {"spec": str(value.sharding.spec) if hasattr(value.sharding, "spec") else None,
+            "shape": list(value.shape),
+            "shards": sorted({tuple(s.data.shape) for s in value.addressable_shards}),
+            "sum": float(np.asarray(value, dtype="float64").sum())}
+
+
+def snapshot(model) -> dict:
+    optimizer = model.optimizer
+    sharded = {v.path: describe(v) for v in model.weights if "kernel" in v.path}
+    slots = {v.path: describe(v) for v in optimizer.variables if "kernel" in v.path}
+    return {"model": sharded, "optimizer": slots,
+            "optimizer_ids": [id(v) for v in optimizer.variables],
+            "trainable": sorted(v.path for v in model.trainable_variables)}
+
+
+def train(model, schedule, epochs, x, y, log):
+    import keras
+
+    from keras_tlft import ProgressiveUnfreeze
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            log.append({"epoch": epoch, "when": "begin", **snapshot(self.model)})
+
+        def on_epoch_end(self, epoch, logs=None):
+            log.append({"epoch": epoch, "when": "end", **snapshot(self.model)})
+
+    history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, shuffle=False,
+                        callbacks=[ProgressiveUnfreeze(schedule, **OPTIONS), Watch()])
+    return history.history
+
+
+def fresh_model(start):
+    import keras
+    from helpers_unfreeze.tiny import nested_model
+
+    model = nested_model()
+    model.set_weights(start)
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model
+
+
+def write_json(path: str, data) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    import keras
+    from helpers_unfreeze.tiny import data, nested_model
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(0, 0.3, w.shape).astype("float32") for w in nested_model().get_weights()]
+    start[5] = np.abs(start[5]) + 0.5  # BatchNorm's moving variance
+    x, y = data(32)
+
+    reference = fresh_model(start)
+    train(reference, FIRST, 3, x, y, [])
+    ref_weights = reference.get_weights()
+
+    devices = keras.distribution.list_devices()
+    mesh = keras.distribution.DeviceMesh((1, 2), ("batch", "model"), devices)
+    keras.distribution.set_distribution(
+        keras.distribution.ModelParallel(layout_map=layout_map(mesh), batch_dim_name="batch"))
+    model = fresh_model(start)
+    first_log: list = []
+    history = train(model, FIRST, 3, x, y, first_log)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), ref_weights))
+
+    second = fresh_model(start)
+    second_log: list = []
+    train(second, SECOND_FIRST, 2, x, y, second_log)
+    train(second, SECOND_THEN, 2, x, y, second_log)
+    write_json(args.out, {"devices": [str(d) for d in devices], "history": history,
+                          "max_weight_diff": diff, "first": first_log, "second": second_log})
+
+
+if __name__ == "__main__":
+    main()
