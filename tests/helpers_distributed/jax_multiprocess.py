@@ -98,6 +98,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
     initialize(args)
+    init_seconds = time.perf_counter() - t0
     import jax
     import keras
     from helpers_unfreeze.tiny import data, nested_model, values
@@ -148,6 +149,7 @@ def main(argv=None) -> None:
         "rows": rows.tolist(),
         "moved": moved,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "init_seconds": init_seconds,
         "fit_seconds": fit_seconds,
         "epoch_seconds": epoch_seconds,
         "steps_per_epoch": N_SAMPLES // GLOBAL_BATCH,
