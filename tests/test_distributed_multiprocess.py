@@ -55,6 +55,37 @@ def load(path: Path) -> tuple[list, dict]:
         return weights, json.loads(str(z["summary"]))
 
 
+def test_callback_state_is_nan_free_so_every_process_can_agree_on_it():
+    """JAX's multi-process ``device_put`` checks that every process assigns the same host value,
+    with ``np.equal``: a NaN anywhere in the callback's saved state fails that check (the
+    two-process test above covers an epoch schedule; this one the plateau's own state)."""
+    import keras
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers_unfreeze.tiny import data, nested_model
+
+    from keras_tlft import ProgressiveUnfreeze
+
+    scores = iter([1.0, 0.9, 0.95, 0.97, 0.5, 0.6])
+    assigned = []
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = next(scores)
+            assigned.extend(np.asarray(keras.ops.convert_to_numpy(v)).copy()
+                            for v in self.model.optimizer.variables if "tlft_" in v.path)
+
+    model = nested_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y = data(16)
+    plateau = ProgressiveUnfreeze("plateau:patience=2,monitor=score")
+    history = model.fit(x, y, batch_size=8, epochs=6, verbose=0, callbacks=[Score(), plateau])
+    assert history.history["unfreeze_stage"] == [0, 0, 0, 0, 1, 1]  # a stage change happened
+    final = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables
+             if "tlft_" in v.path]
+    assert final and all(np.array_equal(a, a) for a in assigned + final)
+
+
 @pytest.mark.heavy
 @requires_jax
 def test_jax_data_parallel_two_processes_stage_together_and_match_one_process(tmp_path):
