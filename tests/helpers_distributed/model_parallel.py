@@ -1,6 +1,9 @@
 """ProgressiveUnfreeze under keras.distribution.ModelParallel (JAX), on two CPU devices.
 
     KERAS_BACKEND=jax python model_parallel.py --out result.json
+    # the same mesh across two processes, one CPU device each:
+    python model_parallel.py --num-processes 2 --process-id 0 --port P --out p0.json &
+    python model_parallel.py --num-processes 2 --process-id 1 --port P --out p1.json
 
 A LayoutMap shards every conv kernel of the tiny backbone (and the head's kernel) on their output
 channels across a ("batch", "model") = (1, 2) mesh. The same model is trained once on one device
@@ -21,9 +24,6 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-).strip()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
@@ -48,7 +48,10 @@ def describe(variable) -> dict:
     return {"spec": str(value.sharding.spec) if hasattr(value.sharding, "spec") else None,
             "shape": list(value.shape),
             "shards": sorted({tuple(s.data.shape) for s in value.addressable_shards}),
-            "sum": float(np.asarray(value, dtype="float64").sum())}
+            # This process's part (the whole value in one process): fetching all of it is not
+            # possible when the array spans other processes' devices.
+            "sum": sum(float(np.asarray(s.data, dtype="float64").sum())
+                       for s in value.addressable_shards if s.replica_id == 0)}
 
 
 def snapshot(model) -> dict:
@@ -103,7 +106,22 @@ def write_json(path: str, data) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="2: one CPU device per process, the mesh spans both processes")
+    parser.add_argument("--process-id", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
+    # Two devices in all (read when the backend starts, below).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={2 // args.num_processes}")
+    if args.num_processes > 1:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        import keras
+
+        keras.distribution.initialize(f"127.0.0.1:{args.port}", args.num_processes,
+                                      args.process_id)
     import keras
     from helpers_unfreeze.tiny import data, nested_model
 
@@ -112,18 +130,22 @@ def main(argv=None) -> None:
     start[5] = np.abs(start[5]) + 0.5  # BatchNorm's moving variance
     x, y = data(32)
 
-    reference = fresh_model(start)
-    train(reference, FIRST, 3, x, y, [])
-    ref_weights = reference.get_weights()
+    ref_weights = None
+    if args.num_processes == 1:  # the reference: the same training on one device
+        reference = fresh_model(start)
+        train(reference, FIRST, 3, x, y, [])
+        ref_weights = reference.get_weights()
 
     devices = keras.distribution.list_devices()
     mesh = keras.distribution.DeviceMesh((1, 2), ("batch", "model"), devices)
-    keras.distribution.set_distribution(
-        keras.distribution.ModelParallel(layout_map=layout_map(mesh), batch_dim_name="batch"))
+    keras.distribution.set_distribution(keras.distribution.ModelParallel(
+        layout_map=layout_map(mesh), batch_dim_name="batch",
+        auto_shard_dataset=False))  # every process passes the whole (replicated) batch
     model = fresh_model(start)
     first_log: list = []
     history = train(model, FIRST, 3, x, y, first_log)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), ref_weights))
+    diff = None if ref_weights is None else max(
+        float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), ref_weights))
 
     second = fresh_model(start)
     second_log: list = []
