@@ -17,16 +17,16 @@ the identity of the optimizer's variable list; writes a JSON summary (atomically
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from helpers_distributed.files import write_json  # noqa: E402
 
 FIRST = {0: "none", 1: 1, 2: "all"}
 OPTIONS = {"backbone_lr_ratio": 0.5, "block_lr_decay": 0.5, "warmup_steps": 2}
@@ -90,17 +90,6 @@ def fresh_model(start):
     return model
 
 
-def write_json(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None) -> None:

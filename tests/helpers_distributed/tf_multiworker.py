@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import traceback
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -24,20 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from helpers_distributed.files import write_json  # noqa: E402
+
 GLOBAL_BATCH = 8
 
 
-def write_json(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None) -> None:
