@@ -395,11 +395,16 @@ def _count_init_variables(optimizer) -> int:
 
 
 def _values_by_name(variables) -> dict:
+    """The variables' current values by name. On JAX they stay device arrays (immutable, so a
+    snapshot) with their sharding: a host copy would gather each one whole, and is impossible
+    for an array that spans other processes' devices (ModelParallel across hosts)."""
     import keras
 
+    on_jax = keras.backend.backend() == "jax"
     values: dict = {}
     for v in variables:
-        values.setdefault(v.name, []).append(keras.ops.convert_to_numpy(v.value))
+        value = v.value if on_jax else keras.ops.convert_to_numpy(v.value)
+        values.setdefault(v.name, []).append(value)
     return values
 
 

@@ -21,6 +21,11 @@ from keras_tlft.optim import StagedOptimizer, retrace
 from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error
 from keras_tlft.schedule import MAX_STAGES, Schedule
 
+# The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
+# multi-process run, assigning a host value checks that every process passes the same one, and
+# that check (np.equal) finds NaN unequal to itself.
+NO_BEST = (0.0, -1.0)
+
 __all__ = ["StageRecords", "Stager"]
 
 
@@ -59,7 +64,7 @@ class StageRecords:
             epochs[:] = -1
             iterations[:] = -1
             epochs[0] = fingerprint
-            self.set_plateau(np.nan, 0.0)
+            self.set_plateau(*NO_BEST)
         later = epochs[1:] > epoch
         epochs[1:][later] = -1
         iterations[later] = -1

@@ -19,7 +19,7 @@ import numpy as np
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.plan import stage_at_epoch
 from keras_tlft.schedule import Schedule, parse_schedule
-from keras_tlft.staging import Stager
+from keras_tlft.staging import NO_BEST, Stager
 
 # Backbone and find_backbone are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]
@@ -202,7 +202,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         value = float(np.float32(value))
         best, wait = stager.records.plateau_state()
         sign = -1.0 if schedule.resolved_mode() == "min" else 1.0
-        if math.isnan(best) or sign * (value - best) > schedule.min_delta:
+        if wait < 0 or math.isnan(best) or sign * (value - best) > schedule.min_delta:
             best, wait = value, 0
             if schedule.restore_best_weights:
                 fit.best_weights = self.model.get_weights()
@@ -220,7 +220,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 )
             fit.best_weights = None
             stager.records.schedule_next(stager.index + 1, fit.epoch + 1)
-            best, wait = math.nan, 0
+            best, wait = NO_BEST
         stager.records.set_plateau(best, wait)
 
     def on_train_end(self, logs=None):
