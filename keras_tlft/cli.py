@@ -411,6 +411,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="unfreeze spec of the partial phase: k or from:... (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_bench)
+
+    from keras_tlft.cli_lr_find import add_parser as add_lr_find
+
+    add_lr_find(sub)
     return parser
 
 
