@@ -38,8 +38,8 @@ def cosine_similarity(reference: np.ndarray, current: np.ndarray) -> float:
 
 def linear_cka(reference: np.ndarray, current: np.ndarray) -> float:
     """Linear CKA of two feature matrices (samples in rows), through their centred Gram
-    matrices: ``<K, L> / sqrt(<K, K> <L, L>)``, 1.0 for identical features (``nan`` when the
-    features do not vary across the samples)."""
+    matrices: ``<K, L> / sqrt(<K, K> <L, L>)``, 1.0 for identical features; 0.0 when one of
+    them does not vary across the samples (collapsed features), 1.0 when neither does."""
     return _cka(centered_gram(reference), centered_gram(current))
 
 
@@ -51,9 +51,12 @@ def centered_gram(features: np.ndarray) -> np.ndarray:
 
 
 def _cka(k: np.ndarray, lam: np.ndarray) -> float:
-    denominator = math.sqrt(float(np.sum(k * k)) * float(np.sum(lam * lam)))
-    if denominator == 0:
-        return float("nan")
+    kk, ll = float(np.sum(k * k)), float(np.sum(lam * lam))
+    if kk == 0 or ll == 0:
+        # Features that do not vary across the samples carry no structure: the same as the
+        # other's only when neither varies.
+        return 1.0 if kk == ll else 0.0
+    denominator = math.sqrt(kk * ll)
     return float(np.clip(np.sum(k * lam) / denominator, -1.0, 1.0))
 
 
@@ -216,9 +219,8 @@ class FeatureDrift(keras.callbacks.Callback):
             for name, gram, cur in zip(self.block_names, self._reference_grams, current):
                 values[f"drift_cka_{name}"] = _cka(gram, centered_gram(cur))
         for measure in MEASURES if self.cka else MEASURES[:1]:
-            found = [v for k, v in values.items() if k.startswith(f"drift_{measure}_")
-                     and not math.isnan(v)]
-            values[f"drift_{measure}_min"] = min(found) if found else float("nan")
+            values[f"drift_{measure}_min"] = min(
+                v for k, v in values.items() if k.startswith(f"drift_{measure}_"))
         return values
 
     def _drifted(self, values: dict) -> dict:
