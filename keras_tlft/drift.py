@@ -262,7 +262,7 @@ def block_extractor(model, layers, blocks, container=None):
     """
     outputs = [_first(layers[b.last].output) for b in blocks]
     if container is None:
-        return keras.Model(model.inputs, outputs, name=f"{model.name}_block_features")
+        return keras.Model(model.input, outputs, name=f"{model.name}_block_features")
     inner = keras.Model(container.inputs, outputs, name=f"{container.name}_block_features")
     if isinstance(model, keras.Sequential):
         x = inputs = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
@@ -286,7 +286,7 @@ def block_extractor(model, layers, blocks, container=None):
             f"model's inputs and outputs; it is called {len(found)} times. "
             f"Received: backbone={container.name!r}"
         )
-    return keras.Model(clone.inputs, found[0], name=f"{model.name}_block_features")
+    return keras.Model(clone.input, found[0], name=f"{model.name}_block_features")
 
 
 def _first(tensor):
