@@ -190,3 +190,15 @@ def test_uncompiled_model_is_refused_with_the_fix():
     x, y = tiny.data(8)
     with pytest.raises(ValueError, match=r"needs a compiled model: call model.compile"):
         lr_find(tiny.nested_model(), x, y)
+
+
+def test_a_loss_scale_optimizer_is_copied_with_its_inner_optimizer():
+    x, y = tiny.data(16)
+    inner = keras.optimizers.SGD(1e-2, momentum=0.5)
+    model = _compiled(optimizer=keras.optimizers.LossScaleOptimizer(inner))
+    before = _state(model)
+    result = lr_find(model, x, y, batch_size=8, steps=5)
+    assert len(result.tests[0].losses) == 5
+    assert model.optimizer.inner_optimizer is inner
+    after = _state(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
