@@ -124,8 +124,10 @@ class FeatureDrift(keras.callbacks.Callback):
         if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
             raise ValueError("backbone must be None, a layer name or a Keras layer. "
                              f"Received: backbone={backbone!r}")
+        from keras_tlft.discovery import blocks_argument
+
         self.backbone = backbone
-        self.blocks = blocks
+        self.blocks = blocks_argument(blocks)
         if not isinstance(cka, bool):
             raise ValueError(f"cka must be True or False. Received: cka={cka!r}")
         self.cka = cka
@@ -153,15 +155,13 @@ class FeatureDrift(keras.callbacks.Callback):
     # ------------------------------------------------------------------ set-up
 
     def on_train_begin(self, logs=None):
-        from keras_tlft.unfreeze import find_backbone, resolve_blocks
+        from keras_tlft.discovery import locate_backbone
 
         model = self.model
-        name, layers, container = find_backbone(model, self.backbone)
-        found, _ = resolve_blocks(name, layers, container, model, self.blocks)
-        self.block_names = [b.name for b in found]
-        self._container = container
-        self._layers = layers
-        self._extractor = block_extractor(model, layers, found, container)
+        bb = locate_backbone(model, self.backbone, self.blocks)
+        self.block_names = [b.name for b in bb.blocks]
+        self._container, self._layers = bb.container, bb.layers
+        self._extractor = block_extractor(model, bb.layers, bb.blocks, bb.container)
         reference = self._features()
         self._reference = reference
         self._reference_grams = [centered_gram(f) for f in reference] if self.cka else None

@@ -245,8 +245,8 @@ def lr_find(
         for plan in plans:
             saved.restore()
             with _trainable_as(plan, model) as trainable_params:
-                test = RangeTest(plan.name, plan.stage, plan.unfreeze, plan.blocks,
-                                 trainable_params)
+                unfreeze = None if plan.unfreeze is None else str(plan.unfreeze)
+                test = RangeTest(plan.name, plan.stage, unfreeze, plan.blocks, trainable_params)
                 _run(model, original, test, lrs, batches, beta, diverge)
             test.steepest, test.minimum_tenth = suggest(test.learning_rates, test.smoothed,
                                                         steps)
@@ -359,42 +359,45 @@ class _Snapshot:
 
 @dataclass
 class _Plan:
-    """One test to run: its name, and how to set (and put back) the ``trainable`` flags."""
+    """One test to run: its name, and the unfreeze state it applies (``None``: the model as it
+    is)."""
 
     name: str
     stage: int | None = None
-    unfreeze: str | None = None
+    unfreeze: Any = None
     blocks: list[str] = field(default_factory=list)
-    apply: Any = None  # () -> None; None: the model as it is
-    restore_flags: Any = None
+    backbone: Any = None  # a discovery.Backbone, with unfreeze
+    train_bn: bool = False
 
 
 @contextlib.contextmanager
 def _trainable_as(plan: _Plan, model):
-    """Apply ``plan``'s flags; yields the model's trainable parameter count; flags put back."""
-    try:
-        if plan.apply is not None:
-            plan.apply()
-        yield int(sum(math.prod(v.shape) for v in model.trainable_weights))
-    finally:
-        if plan.restore_flags is not None:
-            plan.restore_flags()
+    """Apply ``plan``'s unfreeze state; yields the model's trainable parameter count; every flag
+    is put back on leaving."""
+    from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
+
+    if plan.backbone is None:
+        yield count_weights(model.trainable_weights)
+        return
+    bb = plan.backbone
+    with trainable_flags_restored(bb.layers, bb.container):
+        apply_unfreeze(bb.layers, bb.blocks, plan.unfreeze, plan.train_bn, bb.container)
+        yield count_weights(model.trainable_weights)
 
 
 def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
+    from keras_tlft.blocks import unfrozen_layer_indices
+    from keras_tlft.discovery import blocks_argument, locate_backbone
+    from keras_tlft.schedule import parse_schedule
+
     if schedule is None:
         if stages is not None:
             raise ValueError("stages selects stages of a schedule: pass schedule= too. "
                              f"Received: schedule=None, stages={stages!r}")
         return [_Plan(_name_as_is(model, backbone))]
-    from keras_tlft.blocks import apply_unfreeze, unfrozen_layer_indices
-    from keras_tlft.schedule import parse_schedule, remember_trainable
-    from keras_tlft.unfreeze import find_backbone, resolve_blocks
-
     parsed = parse_schedule(schedule)
-    name, layers, container = find_backbone(model, backbone)
-    found_blocks, _ = resolve_blocks(name, layers, container, model, blocks)
-    resolved = parsed.resolve(len(found_blocks))
+    bb = locate_backbone(model, backbone, blocks_argument(blocks))
+    resolved = parsed.resolve(len(bb.blocks))
     chosen = range(len(resolved)) if stages is None else stages
     bad = [s for s in chosen if isinstance(s, bool) or not isinstance(s, int)
            or not 0 <= s < len(resolved)]
@@ -403,22 +406,17 @@ def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
                          f"schedule has {len(resolved)} stages). Received: stages={stages!r}")
     plans = []
     for index in chosen:
-        stage = resolved[index]
-        unfrozen = unfrozen_layer_indices(layers, found_blocks, stage.unfreeze)
-        names = [b.name for b in found_blocks if any(i in unfrozen for i in b.indices())]
-        restore = remember_trainable(layers, container)
-
-        def apply(stage=stage):
-            apply_unfreeze(layers, found_blocks, stage.unfreeze, parsed.train_bn, container)
-
-        plans.append(_Plan("head" if not names else f"stage {index}", index,
-                           str(stage.unfreeze), names, apply, restore))
+        state = resolved[index].unfreeze
+        unfrozen = unfrozen_layer_indices(bb.layers, bb.blocks, state)
+        names = [b.name for b in bb.blocks if any(i in unfrozen for i in b.indices())]
+        plans.append(_Plan("head" if not names else f"stage {index}", index, state, names, bb,
+                           parsed.train_bn))
     return plans
 
 
 def _name_as_is(model, backbone) -> str:
     """``"head"`` when the model has a backbone and none of it trains, else ``"model"``."""
-    from keras_tlft.unfreeze import find_backbone
+    from keras_tlft.discovery import find_backbone
 
     try:
         _, layers, container = find_backbone(model, backbone)
