@@ -10,10 +10,16 @@ import argparse
 import os
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
-from keras_tlft.cli import EXIT_OK, UsageError, _positive_int, _print_json, _quiet_tensorflow
+from keras_tlft.cli import (
+    EXIT_OK,
+    UsageError,
+    _positive_int,
+    _print_json,
+    _quiet_tensorflow,
+    print_figures,
+)
 
 
 def add_parser(sub) -> None:
@@ -138,13 +144,7 @@ def _render(result, key: str, args: argparse.Namespace, out: Console) -> None:
         table.add_row(t.name, t.unfreeze or "-", blocks, f"{t.trainable_params:,}",
                       str(len(t.losses)), "diverged" if t.diverged else "all steps",
                       _lr(t.steepest), _lr(t.minimum_tenth))
-    # Figures are the point of this table: never cut them to fit a pipe's 80 columns.
-    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
-    width, out.width = out.width, max(out.width, natural)
-    try:
-        out.print(table)
-    finally:
-        out.width = width
+    print_figures(out, table)
     if args.plot:
         out.print(f"plot: {args.plot}")
 
