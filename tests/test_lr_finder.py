@@ -57,8 +57,8 @@ def test_lr_find_leaves_weights_optimizer_state_and_flags_bitwise_as_they_were()
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # the optimizer now has state
     before, flags, optimizer = _state(model), _flags(model), model.optimizer
     # train_bn: BatchNorm's moving statistics move during the stage tests, and come back too.
-    lr_find(model, x, y, batch_size=8, steps=12, schedule=SCHEDULE, backbone="backbone")
-    lr_find(model, x, y, batch_size=8, steps=12,
+    lr_find(model, x, y, batch_size=8, steps=6, schedule=SCHEDULE, backbone="backbone")
+    lr_find(model, x, y, batch_size=8, steps=6,
             schedule={"stages": {"0": "none", "1": "all"}, "train_bn": True})
     after = _state(model)
     assert model.optimizer is optimizer
@@ -71,7 +71,7 @@ def test_lr_find_leaves_weights_optimizer_state_and_flags_bitwise_as_they_were()
 def test_training_after_lr_find_is_the_training_without_it():
     x, y = tiny.data(32)
     probed, plain = _compiled(seed=1), _compiled(seed=1)
-    lr_find(probed, x, y, batch_size=8, steps=10, schedule=SCHEDULE)
+    lr_find(probed, x, y, batch_size=8, steps=5, schedule=SCHEDULE)
     for model in (probed, plain):
         model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     for a, b in zip(probed.variables, plain.variables):
@@ -105,7 +105,8 @@ def test_suggested_learning_rate_trains_and_the_smallest_does_not():
 
     def loss_after(learning_rate):
         model = _linear_model(learning_rate)
-        model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+        model.fit(np.concatenate([x] * 20), np.concatenate([y] * 20), batch_size=64,
+                  shuffle=False, verbose=0)  # 20 full-batch steps
         return float(model.evaluate(x, y, verbose=0))
 
     start = float(_linear_model().evaluate(x, y, verbose=0))
@@ -125,7 +126,7 @@ def test_smoothed_loss_is_fastais_debiased_moving_average():
 def test_each_stage_is_tested_with_its_blocks_trainable():
     model = _compiled()
     x, y = tiny.data(32)
-    result = lr_find(model, x, y, batch_size=8, steps=8, schedule=SCHEDULE)
+    result = lr_find(model, x, y, batch_size=8, steps=4, schedule=SCHEDULE)
     backbone = model.get_layer("backbone")
     from keras_tlft.blocks import derive_blocks
 
@@ -137,7 +138,7 @@ def test_each_stage_is_tested_with_its_blocks_trainable():
     assert [t.trainable_params for t in result.tests] == [
         p["trainable_params"] + head_params for p in plan]
     assert [t.unfreeze for t in result.tests] == ["none", "1", "all"]
-    only = lr_find(model, x, y, batch_size=8, steps=8, schedule=SCHEDULE, stages=[2])
+    only = lr_find(model, x, y, batch_size=8, steps=4, schedule=SCHEDULE, stages=[2])
     assert [t.name for t in only.tests] == ["stage 2"]
 
 
