@@ -249,8 +249,12 @@ class FeatureDrift(keras.callbacks.Callback):
         """The callback's configuration as plain JSON-able values (the probe left out)."""
         backbone = self.backbone.name if isinstance(self.backbone, keras.layers.Layer) \
             else self.backbone
-        return {"backbone": backbone, "cka": self.cka, "min_similarity": self.min_similarity,
-                "measure": self.measure, "on_drift": self.on_drift, "verbose": self.verbose}
+        blocks = self.blocks
+        if isinstance(blocks, tuple):
+            blocks = [[r.name, r.pattern, r.after] for r in blocks]
+        return {"backbone": backbone, "blocks": blocks, "cka": self.cka,
+                "min_similarity": self.min_similarity, "measure": self.measure,
+                "on_drift": self.on_drift, "verbose": self.verbose}
 
 
 def block_extractor(model, layers, blocks, container=None):

@@ -144,6 +144,17 @@ def test_bad_arguments_name_the_fix(kwargs, words):
     assert words in str(info.value) and "Received:" in str(info.value)
 
 
+def test_config_is_plain_json():
+    import json
+
+    x, _ = tiny.data(4)
+    drift = FeatureDrift(x, blocks=[("stem", "^input"), ("top", "^block3_")],
+                         min_similarity=0.5, on_drift="rollback")
+    config = json.loads(json.dumps(drift.get_config()))
+    assert config["blocks"] == [["stem", "^input", False], ["top", "^block3_", False]]
+    assert config["on_drift"] == "rollback" and config["min_similarity"] == 0.5
+
+
 def test_missing_probe_is_refused():
     with pytest.raises(ValueError, match=r"probe must be a batch of model inputs"):
         FeatureDrift(None)
