@@ -135,6 +135,9 @@ def _write_atomically(path: str, write) -> None:
     try:
         with os.fdopen(handle, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it; mkstemp's is 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -160,6 +160,8 @@ def test_result_is_one_json_document_and_the_plot_a_png_written_atomically(tmp_p
     assert result.plot(path) == os.fspath(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["lr.png"]
+    (tmp_path / "plain").write_bytes(b"")  # the permissions a plain open() gives
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_array_free_data_and_a_learning_rate_schedule_optimizer():
