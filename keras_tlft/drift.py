@@ -247,12 +247,9 @@ class FeatureDrift(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values (the probe left out)."""
-        backbone = self.backbone.name if isinstance(self.backbone, keras.layers.Layer) \
-            else self.backbone
-        blocks = self.blocks
-        if isinstance(blocks, tuple):
-            blocks = [[r.name, r.pattern, r.after] for r in blocks]
-        return {"backbone": backbone, "blocks": blocks, "cka": self.cka,
+        from keras_tlft.discovery import locator_config
+
+        return {**locator_config(self.backbone, self.blocks), "cka": self.cka,
                 "min_similarity": self.min_similarity, "measure": self.measure,
                 "on_drift": self.on_drift, "verbose": self.verbose}
 

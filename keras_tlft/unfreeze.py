@@ -16,7 +16,13 @@ import keras
 import numpy as np
 
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
-from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
+from keras_tlft.discovery import (
+    Backbone,
+    blocks_argument,
+    find_backbone,
+    locate_backbone,
+    locator_config,
+)
 from keras_tlft.optim import StagedOptimizer, retrace
 from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_at_epoch, stage_error
 from keras_tlft.schedule import MAX_STAGES, Schedule, parse_schedule
@@ -408,15 +414,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values."""
-        backbone = self.backbone.name if isinstance(self.backbone, keras.layers.Layer) \
-            else self.backbone
-        blocks = self.blocks
-        if isinstance(blocks, tuple):
-            blocks = [[r.name, r.pattern, r.after] for r in blocks]
         return {
             "schedule": self.schedule.to_json(),
-            "backbone": backbone,
-            "blocks": blocks,
+            **locator_config(self.backbone, self.blocks),
             "verbose": self.verbose,
         }
 
