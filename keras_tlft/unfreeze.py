@@ -16,13 +16,7 @@ import keras
 import numpy as np
 
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
-from keras_tlft.discovery import (
-    Backbone,
-    blocks_argument,
-    find_backbone,
-    locate_backbone,
-    locator_config,
-)
+from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.optim import StagedOptimizer, retrace
 from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_at_epoch, stage_error
 from keras_tlft.schedule import MAX_STAGES, Schedule, parse_schedule
@@ -414,6 +408,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values."""
+        from keras_tlft.discovery import locator_config
+
         return {
             "schedule": self.schedule.to_json(),
             **locator_config(self.backbone, self.blocks),
