@@ -24,10 +24,12 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.assembly import build_model
     from keras_tlft.blocks import parse_unfreeze
     from keras_tlft.cache import fit_frozen
+    from keras_tlft.drift import FeatureDrift
     from keras_tlft.graph import check_cacheable
     from keras_tlft.heads import parse_head_spec
     from keras_tlft.history import join_histories
     from keras_tlft.hookspecs import hookimpl
+    from keras_tlft.lr_finder import LRFinderResult, lr_find
     from keras_tlft.plan import plan_stages
     from keras_tlft.registry import get_backbone, get_registry, list_backbones
     from keras_tlft.report import inspect_backbone
@@ -64,12 +66,17 @@ _LAZY = {
     "fit_frozen": "keras_tlft.cache",
     "join_histories": "keras_tlft.history",
     "check_cacheable": "keras_tlft.graph",
+    "lr_find": "keras_tlft.lr_finder",
+    "LRFinderResult": "keras_tlft.lr_finder",
+    "FeatureDrift": "keras_tlft.drift",
 }
 
 __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read it
     "AmbiguousBackboneError",
     "BackboneSpec",
     "BlockRule",
+    "FeatureDrift",
+    "LRFinderResult",
     "ProgressiveUnfreeze",
     "Schedule",
     "UnknownBackboneError",
@@ -86,6 +93,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "inspect_backbone",
     "join_histories",
     "list_backbones",
+    "lr_find",
     "parse_head_spec",
     "parse_schedule",
     "parse_unfreeze",

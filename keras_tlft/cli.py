@@ -278,20 +278,24 @@ def _render_bench(r, out: Console) -> None:
             f"{p.trace_seconds:.2f}",
             f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
         )
-    # Figures are the point of this table: never cut them to fit a narrow terminal or a pipe's
-    # default 80 columns; a too-narrow terminal wraps the lines instead.
-    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
-    width, out.width = out.width, max(out.width, natural)
-    try:
-        out.print(table)
-    finally:
-        out.width = width
+    print_figures(out, table)
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")
 
 
 # --- plumbing ---------------------------------------------------------------------------------
+
+
+def print_figures(out: Console, table: Table) -> None:
+    """Print a table of figures at its natural width: never cut to fit a narrow terminal or a
+    pipe's default 80 columns (a too-narrow terminal wraps the lines instead)."""
+    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
+    width, out.width = out.width, max(out.width, natural)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
 
 
 def _quiet_tensorflow() -> None:
@@ -411,6 +415,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="unfreeze spec of the partial phase: k or from:... (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_bench)
+
+    from keras_tlft.cli_lr_find import add_parser as add_lr_find
+
+    add_lr_find(sub)
     return parser
 
 

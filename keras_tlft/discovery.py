@@ -25,7 +25,14 @@ from keras_tlft.spec import (
     did_you_mean,
 )
 
-__all__ = ["Backbone", "blocks_argument", "find_backbone", "locate_backbone", "resolve_blocks"]
+__all__ = [
+    "Backbone",
+    "blocks_argument",
+    "find_backbone",
+    "locate_backbone",
+    "locator_config",
+    "resolve_blocks",
+]
 
 
 @dataclass
@@ -171,3 +178,13 @@ def output_layer(model, backbone=None):
     backbone's last layer when its layers sit directly in ``model``."""
     name, layers, container = find_backbone(model, backbone)
     return container if container is not None else layers[-1]
+
+
+def locator_config(backbone, blocks) -> dict:
+    """``{"backbone", "blocks"}`` as plain JSON-able values, for a callback's ``get_config``:
+    a layer by its name, block rules as ``[name, pattern, after]`` lists."""
+    if isinstance(backbone, keras.layers.Layer):
+        backbone = backbone.name
+    if isinstance(blocks, tuple):
+        blocks = [[r.name, r.pattern, r.after] for r in blocks]
+    return {"backbone": backbone, "blocks": blocks}

@@ -229,15 +229,11 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values."""
-        backbone = self.backbone.name if isinstance(self.backbone, keras.layers.Layer) \
-            else self.backbone
-        blocks = self.blocks
-        if isinstance(blocks, tuple):
-            blocks = [[r.name, r.pattern, r.after] for r in blocks]
+        from keras_tlft.discovery import locator_config
+
         return {
             "schedule": self.schedule.to_json(),
-            "backbone": backbone,
-            "blocks": blocks,
+            **locator_config(self.backbone, self.blocks),
             "verbose": self.verbose,
         }
 

@@ -16,7 +16,9 @@ import keras
 import pytest
 
 TESTS = Path(__file__).parent
-CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py"))
+# The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift).
+CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
+    str(TESTS / "test_lr_finder.py"), str(TESTS / "test_drift.py")]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
