@@ -142,6 +142,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             self._print_blocks()
         self.staged = StagedOptimizer.install(model)
         self.staged.build(self._union_variables())
+        # Keras sets the model of every callback of a fit before any on_train_begin: the last
+        # ProgressiveUnfreeze to claim the optimizer is the one on_train_begin lets through.
+        self.staged.owner = self
         self._state_epochs = self.staged.state_variable(
             "tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
         self._state_iterations = self.staged.state_variable(
@@ -149,6 +152,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         self._state_plateau = self.staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
         self._stage_blocks_cache: dict[int, set[int]] = {}
         self._prepared = True
+        if self.verbose:
+            self._print_optimizer_note()
 
     def _apply(self, stage):
         bb = self.found
@@ -170,6 +175,13 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         ordered = [v for v in self.model.variables if id(v) in union]
         seen: set[int] = set()
         return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
+
+    def _print_optimizer_note(self) -> None:
+        variables = self.model.optimizer.variables  # what model.summary() counts
+        n_vars, n_params = len(variables), count_weights(variables)
+        _print(f"ProgressiveUnfreeze: optimizer {self.staged.inner.name!r} built for every weight "
+               f"the schedule can unfreeze: {n_vars} variables, {n_params:,} parameters, which "
+               f"model.summary() counts as 'Optimizer params' (and in its total) from the start.")
 
     def _print_blocks(self) -> None:
         bb = self.found
@@ -218,12 +230,37 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             )
         if not self._prepared:
             self._prepare()
+        owner = getattr(self.staged, "owner", self)
+        if owner is not self:
+            raise ValueError(
+                "Two ProgressiveUnfreeze callbacks in one fit: both would set the trainable "
+                "flags and learning rates of the same model, and the last one would silently "
+                "win. Expected one ProgressiveUnfreeze per fit (put every stage in one "
+                "schedule). Received: schedules "
+                f"{self.schedule.to_json()} and {owner.schedule.to_json()}"
+            )
+        self._warn_stages_after_the_last_epoch()
         self._stage = None
         self._first_epoch = True
         self._in_epoch = False
         self._best_weights = None
         self._monitor_seen = False
         self._warned_monitor = False
+
+    def _warn_stages_after_the_last_epoch(self) -> None:
+        epochs = (self.params or {}).get("epochs")
+        if self.schedule.trigger != "epoch" or not isinstance(epochs, int):
+            return
+        late = [s for s in self.stages if s.epoch >= epochs]
+        if late:
+            warnings.warn(
+                f"ProgressiveUnfreeze: {len(late)} of the schedule's {len(self.stages)} stages "
+                f"begin after the last epoch of this fit (epochs={epochs}; epochs count from 0, "
+                f"so the last is epoch {epochs - 1}) and will never run: "
+                + ", ".join(f"unfreeze={s.unfreeze} at epoch {s.epoch}" for s in late)
+                + ". Fit for more epochs, or begin those stages earlier.",
+                stacklevel=2,
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch:
@@ -377,7 +414,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         value = float(np.float32(value))
         best, wait = (float(x) for x in keras.ops.convert_to_numpy(self._state_plateau))
         sign = -1.0 if self.schedule.resolved_mode() == "min" else 1.0
-        if math.isnan(best) or sign * (value - best) > self.schedule.min_delta:
+        # NaN `best` means none yet; a NaN value is never an improvement (as in EarlyStopping).
+        if not math.isnan(value) and (
+                math.isnan(best) or sign * (value - best) > self.schedule.min_delta):
             best, wait = value, 0
             if self.schedule.restore_best_weights:
                 self._best_weights = self.model.get_weights()
