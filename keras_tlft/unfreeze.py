@@ -253,12 +253,15 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             return
         late = [s for s in self.stages if s.epoch >= epochs]
         if late:
+            named = ", ".join(f"unfreeze={s.unfreeze} at epoch {s.epoch}" for s in late[:3])
+            more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+            fix = ("Fit for more epochs, or set max_blocks or a smaller every."
+                   if not self.schedule.stages else
+                   "Fit for more epochs, or begin those stages earlier.")
             warnings.warn(
                 f"ProgressiveUnfreeze: {len(late)} of the schedule's {len(self.stages)} stages "
                 f"begin after the last epoch of this fit (epochs={epochs}; epochs count from 0, "
-                f"so the last is epoch {epochs - 1}) and will never run: "
-                + ", ".join(f"unfreeze={s.unfreeze} at epoch {s.epoch}" for s in late)
-                + ". Fit for more epochs, or begin those stages earlier.",
+                f"so the last is epoch {epochs - 1}) and will never run: {named}{more}. {fix}",
                 stacklevel=2,
             )
 

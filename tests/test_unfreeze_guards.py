@@ -83,6 +83,13 @@ def test_stages_after_the_last_epoch_warn_at_train_begin():
     assert history.history["unfreeze_stage"] == [0, 0, 1]
 
 
+def test_generated_stages_after_the_last_epoch_suggest_max_blocks():
+    with pytest.warns(UserWarning, match="2 of the schedule's 4 stages begin after the last "
+                                         "epoch") as record:
+        fit(nested_model(), [ProgressiveUnfreeze("gradual")], epochs=2)
+    assert any("set max_blocks or a smaller every" in str(w.message) for w in record)
+
+
 def test_a_schedule_that_fits_the_run_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
