@@ -110,7 +110,6 @@ def cmd_inspect(args, out: Console) -> int:
     from keras_tlft.registry import get_backbone
 
     # Validate everything before the slow part (importing Keras, building the model).
-    get_backbone(args.name)
     shape = parse_input_shape(args.input_shape, "--input-shape") if args.input_shape else None
     if args.unfreeze is not None:
         parse_unfreeze(args.unfreeze, "--unfreeze")
@@ -120,6 +119,12 @@ def cmd_inspect(args, out: Console) -> int:
         from keras_tlft.schedule import parse_schedule
 
         parse_schedule(args.schedule)
+    from keras_tlft.local import check_model_file, is_local_path
+
+    if is_local_path(args.name):
+        check_model_file(os.fspath(args.name))
+        _quiet_tensorflow()  # reading a local file's spec loads it with Keras
+    get_backbone(args.name)
 
     _quiet_tensorflow()
     from keras_tlft.report import inspect_backbone
@@ -212,22 +217,26 @@ def _rate(rule: dict) -> str:
 
 
 def cmd_bench(args, out: Console) -> int:
+    from keras_tlft.bench import PHASES  # plain data: the module imports Keras only when run
     from keras_tlft.blocks import parse_unfreeze
     from keras_tlft.registry import get_backbone
 
     get_backbone(args.name)
     parse_unfreeze(args.partial, "--partial")
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if bad := [p for p in phases if p not in PHASES]:
+        raise UsageError(f"Unknown phase(s) {', '.join(bad)}: expected some of "
+                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
+    if not phases:
+        raise UsageError(f"No phase to measure: expected a comma-separated list of some of "
+                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
     if args.backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
             raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
         os.environ["KERAS_BACKEND"] = args.backend
     _quiet_tensorflow()
-    from keras_tlft.bench import PHASES, device_name, run_bench
+    from keras_tlft.bench import device_name, run_bench
 
-    if bad := [p for p in phases if p not in PHASES]:
-        raise UsageError(f"Unknown phase(s) {', '.join(bad)}: expected some of "
-                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)
     steps = args.steps or (50 if on_gpu else 10)
@@ -332,6 +341,56 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _learning_rate(text: str) -> float:
+    """``--learning-rate``: checked as the Python API checks every learning rate."""
+    from keras_tlft.schedule import check_number
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = text
+    try:
+        check_number("--learning-rate", value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _attach_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--input-shape -1,224,3`` as ``--input-shape=-1,224,3``: argparse takes a value that
+    starts with ``-`` for an option (unless it is a plain negative number) and reports "expected
+    one argument"; attached, the value reaches the option's own check and its message."""
+    # An option that takes no value (a switch, --help, --version) has nargs=0.
+    takes_value = {flag for action in _all_actions(parser) if action.nargs is None
+                   for flag in action.option_strings}
+    known = {flag for action in _all_actions(parser) for flag in action.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if (arg in takes_value and nxt is not None and nxt.startswith("-") and nxt != "--"
+                and nxt.split("=")[0] not in known):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:  # argparse keeps no public list of a parser's options
+        yield action
+        if action.option_strings or not isinstance(action.choices, dict):
+            continue
+        for sub in action.choices.values():  # the subcommands' parsers
+            yield from _all_actions(sub)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits 2 too; keep its message on one line
         self.print_usage(sys.stderr)
@@ -384,7 +443,7 @@ def make_parser() -> argparse.ArgumentParser:
                    "(two_phase, gradual:every=2, fine_tune_at:layer=100, plateau) or a JSON file")
     p.add_argument("--epochs", type=_positive_int, metavar="N",
                    help="with --schedule: the run's number of epochs")
-    p.add_argument("--learning-rate", type=float, metavar="LR",
+    p.add_argument("--learning-rate", type=_learning_rate, metavar="LR",
                    help="with --schedule: the optimizer's learning rate, for absolute rates")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_inspect)
@@ -424,7 +483,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_attach_dash_values(parser, argv))
     err = Console(stderr=True, highlight=False)
     if not getattr(args, "func", None):
         parser.print_help()

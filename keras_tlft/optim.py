@@ -131,6 +131,16 @@ class StagedOptimizer:
         self.model = model
         self.optimizer = optimizer
         self.inner = innermost_optimizer(optimizer)
+        multi = getattr(keras.optimizers, "MultiOptimizer", None)  # public since Keras 3.15
+        if multi is not None and isinstance(self.inner, multi):
+            names = ", ".join(f"{type(o).__name__}({o.name!r})" for o in self.inner.optimizers)
+            raise ValueError(
+                "ProgressiveUnfreeze cannot train with keras.optimizers.MultiOptimizer: each "
+                "sub-optimizer is built for its own fixed variables, so the blocks a stage "
+                "unfreezes would reach none of them. Expected one optimizer; for per-group "
+                "learning rates use ProgressiveUnfreeze's backbone_lr, backbone_lr_ratio and "
+                f"block_lr_decay. Received: optimizer=MultiOptimizer([{names}])"
+            )
         if keras.backend.backend() == "jax" and self.inner.use_ema:
             raise ValueError(
                 "ProgressiveUnfreeze cannot train with an optimizer that uses `use_ema=True` on "

@@ -13,7 +13,7 @@ from typing import Any
 
 from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
 from keras_tlft.optim import LearningRateRule
-from keras_tlft.schedule import Schedule, Stage, parse_schedule
+from keras_tlft.schedule import Schedule, Stage, check_number, parse_schedule
 
 __all__ = [
     "describe_trigger",
@@ -55,6 +55,8 @@ def plan_stages(
         of ``{"name", "learning_rate", "lr_scale"}``, the head first, then the unfrozen blocks
         from the top) and ``warmup_steps``.
     """
+    check_number("epochs", epochs, low=1, allow_low=True, allow_none=True, integer=True)
+    check_number("learning_rate", learning_rate, allow_none=True)
     schedule = parse_schedule(schedule)
     stages = schedule.resolve(len(blocks))
     plan: list[dict] = []

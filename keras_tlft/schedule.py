@@ -17,6 +17,7 @@ plan = plan_stages(backbone.layers, blocks, "schedule.json", epochs=12, learning
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -27,15 +28,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
+from keras_tlft.spec import closest_names, did_you_mean
 
 __all__ = [
+    "COMMON_OPTIONS",
     "PRESETS",
     "Schedule",
     "Stage",
+    "check_number",
     "fine_tune_at",
     "gradual",
     "parse_schedule",
     "plateau",
+    "preset_options",
     "two_phase",
 ]
 
@@ -49,17 +54,25 @@ def _received(name: str, value: Any) -> str:
     return f"Received: {name}={value!r}"
 
 
-def _check_number(name, value, low=0.0, allow_none=False, allow_low=False, integer=False):
+def check_number(name, value, low=0.0, allow_none=False, allow_low=False, integer=False):
+    """Raise ``ValueError`` unless ``value`` is a finite number (an integer with ``integer``)
+    above ``low`` (or equal to it, with ``allow_low``), or ``None`` with ``allow_none``.
+
+    The one check of every number a schedule takes, wherever it comes from: Python arguments,
+    preset strings, JSON files and the command line (``keras-tlft inspect --learning-rate``).
+    """
     if value is None and allow_none:
         return
     kind = int if integer else (int, float)
     ok = isinstance(value, kind) and not isinstance(value, bool)
     ok = ok and math.isfinite(value) and (value >= low if allow_low else value > low)
     if not ok:
-        what = "an integer" if integer else "a number"
-        bound = f">= {low}" if allow_low else f"> {low}"
+        what = "an integer" if integer else "a finite number"
+        bound = f">= {low:g}" if allow_low else f"> {low:g}"
         none = " or None" if allow_none else ""
         raise ValueError(f"Invalid {name}: expected {what} {bound}{none}. {_received(name, value)}")
+
+
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class Stage:
                 "Invalid schedule: a stage's epoch must be an integer >= 0 (epochs count from 0, "
                 f"as in `fit`). {_received('epoch', self.epoch)}"
             )
-        _check_number("learning_rate", self.learning_rate, allow_none=True)
+        check_number("learning_rate", self.learning_rate, allow_none=True)
 
     def to_json(self) -> dict:
         data: dict = {"epoch": self.epoch, "unfreeze": self.unfreeze.to_json()}
@@ -165,14 +178,14 @@ class Schedule:
             )
         object.__setattr__(self, "stages", self._parse_stages(self.stages))
         for name in ("every", "max_blocks"):
-            _check_number(name, getattr(self, name), low=1, allow_low=True, allow_none=True,
+            check_number(name, getattr(self, name), low=1, allow_low=True, allow_none=True,
                           integer=True)
-        _check_number("start", self.start, allow_none=True, allow_low=True, integer=True)
-        _check_number("patience", self.patience, allow_low=True, integer=True)
-        _check_number("min_delta", self.min_delta, allow_low=True)
-        _check_number("backbone_lr", self.backbone_lr, allow_none=True)
-        _check_number("backbone_lr_ratio", self.backbone_lr_ratio)
-        _check_number("warmup_steps", self.warmup_steps, allow_low=True, integer=True)
+        check_number("start", self.start, allow_none=True, allow_low=True, integer=True)
+        check_number("patience", self.patience, low=1, allow_low=True, integer=True)
+        check_number("min_delta", self.min_delta, allow_low=True)
+        check_number("backbone_lr", self.backbone_lr, allow_none=True)
+        check_number("backbone_lr_ratio", self.backbone_lr_ratio)
+        check_number("warmup_steps", self.warmup_steps, allow_low=True, integer=True)
         if not (isinstance(self.block_lr_decay, (int, float)) and 0 < self.block_lr_decay <= 1):
             raise ValueError(
                 "Invalid block_lr_decay: expected a number in (0, 1], the learning-rate "
@@ -318,10 +331,16 @@ class Schedule:
         """Read a schedule from a JSON file written by :meth:`save` (or by hand)."""
         with open(path, encoding="utf-8") as f:
             try:
-                data = json.load(f)
+                data = json.load(f, object_pairs_hook=_refuse_duplicate_keys)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"Schedule file {str(path)!r} is not valid JSON: {exc}. "
                                  f"Received: path={str(path)!r}") from None
+            except _DuplicateKey as exc:
+                raise ValueError(
+                    f"Schedule file {str(path)!r} gives the key {exc.key!r} twice in one object: "
+                    "JSON readers keep only the last, so one of the two would be ignored. "
+                    f"Expected each key once. Received: path={str(path)!r}"
+                ) from None
         return parse_schedule(data)
 
     def fingerprint(self) -> int:
@@ -329,6 +348,26 @@ class Schedule:
         run notices a different schedule."""
         text = json.dumps(self.to_json(), sort_keys=True)
         return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs) -> dict:
+    data: dict = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
+def _is_epoch_key(key) -> bool:
+    return (isinstance(key, int) and not isinstance(key, bool)) or (
+        isinstance(key, str) and re.fullmatch(r"\s*-?\d+\s*", key) is not None)
 
 
 def _epoch_key(key) -> int:
@@ -344,11 +383,16 @@ def _epoch_key(key) -> int:
 
 # ---------------------------------------------------------------------- presets
 
+# Options every preset takes besides its own: how the unfrozen blocks train.
+COMMON_OPTIONS = ("backbone_lr", "backbone_lr_ratio", "block_lr_decay", "warmup_steps",
+                  "train_bn", "reset_optimizer_state")
+
 
 def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **options) -> Schedule:
     """Train the head for ``frozen_epochs`` epochs, then the whole model at ``learning_rate``
-    (the Keras transfer-learning guide's recipe)."""
-    _check_number("frozen_epochs", frozen_epochs, low=1, allow_low=True, integer=True)
+    (the Keras transfer-learning guide's recipe). ``options``: any of :data:`COMMON_OPTIONS`."""
+    _check_preset_options("two_phase", options)
+    check_number("frozen_epochs", frozen_epochs, low=1, allow_low=True, integer=True)
     return Schedule(
         stages=(Stage("none", 0), Stage("all", frozen_epochs, learning_rate)), **options
     )
@@ -356,7 +400,8 @@ def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **opti
 
 def fine_tune_at(layer, epoch: int = 4, learning_rate: float | None = None, **options) -> Schedule:
     """Train the head, then from ``epoch`` on every layer from ``layer`` (an index or a name) up:
-    the classic ``fine_tune_at = 100``."""
+    the classic ``fine_tune_at = 100``. ``options``: any of :data:`COMMON_OPTIONS`."""
+    _check_preset_options("fine_tune_at", options)
     return Schedule(
         stages=(Stage("none", 0), Stage(f"from:{layer}", epoch, learning_rate)), **options
     )
@@ -366,15 +411,21 @@ def gradual(every: int = 1, start: int | None = None, max_blocks: int | None = N
             **options) -> Schedule:
     """One more block every ``every`` epochs, top block first, from epoch ``start`` (default
     ``every``) until the whole backbone (or ``max_blocks`` blocks) trains: ULMFiT's gradual
-    unfreezing."""
+    unfreezing. ``options``: any of :data:`COMMON_OPTIONS`."""
+    _check_preset_options("gradual", options)
     return Schedule(every=every, start=start, max_blocks=max_blocks, **options)
 
 
 def plateau(patience: int = 2, monitor: str = "val_loss", max_blocks: int | None = None,
+            mode: str = "auto", min_delta: float = 0.0, restore_best_weights: bool = False,
             **options) -> Schedule:
-    """One more block each time ``monitor`` has not improved for ``patience`` epochs."""
+    """One more block each time ``monitor`` has not improved (by more than ``min_delta``, in
+    ``mode``) for ``patience`` epochs, optionally restoring the stage's best weights first.
+    ``options``: any of :data:`COMMON_OPTIONS`."""
+    _check_preset_options("plateau", options)
     return Schedule(trigger="plateau", patience=patience, monitor=monitor,
-                    max_blocks=max_blocks, **options)
+                    max_blocks=max_blocks, mode=mode, min_delta=min_delta,
+                    restore_best_weights=restore_best_weights, **options)
 
 
 PRESETS = {
@@ -391,12 +442,42 @@ PRESET_HELP = (
 )
 
 
+def preset_options(name: str) -> tuple[str, ...]:
+    """The options preset ``name`` takes: its own, then :data:`COMMON_OPTIONS`."""
+    params = inspect.signature(PRESETS[name]).parameters.values()
+    return (*(p.name for p in params if p.kind is not p.VAR_KEYWORD), *COMMON_OPTIONS)
+
+
+def _unknown_options(name: str, options) -> str | None:
+    """What is wrong with ``options`` for preset ``name`` (None: nothing)."""
+    valid = preset_options(name)
+    unknown = [k for k in options if k not in valid]
+    if not unknown:
+        return None
+    hints = {k: closest_names(k, valid, n=1) for k in unknown}
+    what = ", ".join(f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "")
+                     for k in unknown)
+    return (f"unknown option{'s' if len(unknown) > 1 else ''} {what}; expected some of "
+            f"{', '.join(valid)}")
+
+
+def _check_preset_options(name: str, options) -> None:
+    problem = _unknown_options(name, options)
+    if problem:
+        received = ", ".join(f"{k}={options[k]!r}" for k in options)
+        raise TypeError(f"Invalid arguments for preset {name!r}: {problem}. Received: {received}")
+
+
 def parse_preset(text: str) -> Schedule:
     """A schedule from a preset string: ``"gradual"``, ``"two_phase:frozen_epochs=3"``..."""
     name, _, args = text.strip().partition(":")
     key = name.strip().lower().replace("-", "_")
     if key not in PRESETS:
-        raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}. "
+        if _looks_like_a_path(name):
+            raise ValueError(f"Schedule file {text!r} does not exist (and it is not a preset: "
+                             f"expected {PRESET_HELP}). {_received('schedule', text)}")
+        hint = did_you_mean(closest_names(key, list(PRESETS)))
+        raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}.{hint} "
                          f"{_received('schedule', text)}")
     kwargs = {}
     for item in filter(None, (a.strip() for a in args.split(","))):
@@ -404,15 +485,27 @@ def parse_preset(text: str) -> Schedule:
         if not sep:
             raise ValueError(f"Invalid preset argument {item!r}: expected key=value. "
                              f"{_received('schedule', text)}")
+        if k.strip() in kwargs:
+            raise ValueError(f"Invalid arguments for preset {key!r}: {k.strip()!r} is given "
+                             f"twice. {_received('schedule', text)}")
         try:
             kwargs[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
             kwargs[k.strip()] = v.strip()
+    problem = _unknown_options(key, kwargs)
+    if problem:
+        raise ValueError(f"Invalid arguments for preset {key!r}: {problem}. "
+                         f"{_received('schedule', text)}")
     try:
         return PRESETS[key](**kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # a required option left out: fine_tune_at without layer
         raise ValueError(f"Invalid arguments for preset {key!r}: {exc}. "
                          f"{_received('schedule', text)}") from None
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """A schedule string that names a file rather than a preset: a folder or an extension."""
+    return any(sep in text for sep in ("/", "\\", os.sep)) or bool(os.path.splitext(text)[1])
 
 
 def parse_schedule(schedule: Any, **options) -> Schedule:
@@ -423,21 +516,21 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
     """
     if isinstance(schedule, Schedule):
         base = schedule
-    elif isinstance(schedule, (str, os.PathLike)):
+    elif isinstance(schedule, os.PathLike) or (
+            isinstance(schedule, str) and (schedule.endswith(".json") or os.path.isfile(schedule))):
         text = os.fspath(schedule)
-        if text.endswith(".json") or os.path.isfile(text):
-            if not os.path.isfile(text):
-                raise ValueError(f"Schedule file {text!r} does not exist. "
-                                 f"{_received('schedule', text)}")
-            base = Schedule.load(text)
-        else:
-            base = parse_preset(text)
+        if not os.path.isfile(text):
+            raise ValueError(f"Schedule file {text!r} does not exist. "
+                             f"{_received('schedule', text)}")
+        base = Schedule.load(text)
+    elif isinstance(schedule, str):
+        base = parse_preset(schedule)
     elif isinstance(schedule, Mapping):
-        if any(isinstance(k, str) and not re.fullmatch(r"\s*-?\d+\s*", k) for k in schedule):
-            base = Schedule.from_json(schedule)
-        else:
-            base = Schedule(stages=schedule)
+        base = _schedule_from_mapping(schedule)
     elif isinstance(schedule, Sequence) and not isinstance(schedule, (bytes, bytearray)):
+        if not schedule:
+            raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
+                             f"{_received('schedule', schedule)}")
         base = Schedule(stages=tuple(schedule), trigger=options.pop("trigger", "epoch"))
     else:
         raise ValueError(f"Invalid schedule: expected {PRESET_HELP}. "
@@ -448,8 +541,36 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown}: expected Schedule fields "
-                        f"{sorted(names)}.")
+                        f"{sorted(names)}. Received: "
+                        + ", ".join(f"{k}={options[k]!r}" for k in unknown))
     return dataclasses.replace(base, **options)
+
+
+_NON_EMPTY = ("at least one stage, as {epoch: unfreeze} (e.g. {0: 'none', 4: 2}), or a preset "
+              "('gradual' unfreezes one more block every epoch)")
+
+
+def _schedule_from_mapping(schedule: Mapping) -> Schedule:
+    """``{epoch: unfreeze}``, or the JSON form (Schedule fields), never a mix of the two."""
+    if not schedule:
+        raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
+                         f"{_received('schedule', dict(schedule))}")
+    epochs = [k for k in schedule if _is_epoch_key(k)]
+    if not epochs:
+        if "stages" in schedule and isinstance(schedule["stages"], (Mapping, Sequence)) and \
+                not isinstance(schedule["stages"], str) and not schedule["stages"]:
+            raise ValueError(f"Invalid schedule: its 'stages' are empty. Expected {_NON_EMPTY}, "
+                             f"or no 'stages' with 'every' for generated ones. "
+                             f"{_received('schedule', dict(schedule))}")
+        return Schedule.from_json(schedule)
+    if len(epochs) != len(schedule):
+        others = [k for k in schedule if not _is_epoch_key(k)]
+        raise ValueError(
+            "Invalid schedule: its keys mix epochs and other names. Expected {epoch: unfreeze} "
+            "with integer epochs >= 0, or the JSON form with named fields ('stages', "
+            f"'trigger', ...). Received: keys={list(schedule)!r} (not epochs: {others!r})"
+        )
+    return Schedule(stages=schedule)
 
 
 # ---------------------------------------------------------------------- what the stages mean

@@ -9,6 +9,7 @@ the same plateau counters.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import keras
@@ -229,6 +230,34 @@ class Stager:
             "trainable_params": self.trainable_params,
             **self.learning_rates(self.records.iteration()),
         }
+
+    def print_optimizer_note(self) -> None:
+        variables = self.model.optimizer.variables  # what model.summary() counts
+        compat.print_msg(
+            f"ProgressiveUnfreeze: optimizer {self.staged.inner.name!r} built for every weight "
+            f"the schedule can unfreeze: {len(variables)} variables, "
+            f"{count_weights(variables):,} parameters, which model.summary() counts as "
+            f"'Optimizer params' (and in its total) from the start."
+        )
+
+    def warn_late_stages(self, epochs) -> None:
+        """Warn when stages of an epoch schedule begin after the last of ``epochs``."""
+        if self.schedule.trigger != "epoch" or not isinstance(epochs, int):
+            return
+        late = [s for s in self.stages if s.epoch >= epochs]
+        if not late:
+            return
+        named = ", ".join(f"unfreeze={s.unfreeze} at epoch {s.epoch}" for s in late[:3])
+        more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+        fix = ("Fit for more epochs, or set max_blocks or a smaller every."
+               if not self.schedule.stages else
+               "Fit for more epochs, or begin those stages earlier.")
+        warnings.warn(
+            f"ProgressiveUnfreeze: {len(late)} of the schedule's {len(self.stages)} stages "
+            f"begin after the last epoch of this fit (epochs={epochs}; epochs count from 0, "
+            f"so the last is epoch {epochs - 1}) and will never run: {named}{more}. {fix}",
+            stacklevel=3,
+        )
 
     def print_blocks(self) -> None:
         bb = self.backbone

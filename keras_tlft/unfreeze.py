@@ -136,9 +136,14 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     def _prepare(self, model) -> Stager:
         backbone = locate_backbone(model, self.backbone, self.blocks)
         stager = Stager(model, backbone, self.schedule)
+        # Keras sets the model of every callback of a fit before any on_train_begin: the last
+        # ProgressiveUnfreeze to claim the optimizer is the one on_train_begin lets through.
+        stager.staged.owner = self
         # Blocks derived from layer names are a guess: always show it (known ones with verbose).
         if self.verbose or backbone.blocks_source == "derived":
             stager.print_blocks()
+        if self.verbose:
+            stager.print_optimizer_note()
         return stager
 
     def on_train_begin(self, logs=None):
@@ -149,6 +154,16 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             )
         if self._stager is None:
             self._stager = self._prepare(self.model)
+        owner = getattr(self._stager.staged, "owner", self)
+        if owner is not self:
+            raise ValueError(
+                "Two ProgressiveUnfreeze callbacks in one fit: both would set the trainable "
+                "flags and learning rates of the same model, and the last one would silently "
+                "win. Expected one ProgressiveUnfreeze per fit (put every stage in one "
+                f"schedule). Received: schedules {self.schedule.to_json()} and "
+                f"{owner.schedule.to_json()}"
+            )
+        self._stager.warn_late_stages((self.params or {}).get("epochs"))
         self._stager.index = None
         self._fit = _Fit()
 
@@ -202,7 +217,11 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         value = float(np.float32(value))
         best, wait = stager.records.plateau_state()
         sign = -1.0 if schedule.resolved_mode() == "min" else 1.0
-        if wait < 0 or math.isnan(best) or sign * (value - best) > schedule.min_delta:
+        # A NaN value is never an improvement (as in EarlyStopping), and never stored: before
+        # the stage's first real value, the best is one that every finite value beats.
+        if math.isnan(value):
+            best, wait = (-sign * math.inf, 1) if wait < 0 else (best, wait + 1)
+        elif wait < 0 or math.isnan(best) or sign * (value - best) > schedule.min_delta:
             best, wait = value, 0
             if schedule.restore_best_weights:
                 fit.best_weights = self.model.get_weights()
