@@ -132,10 +132,11 @@ def build_model(
     Returns:
         A ``keras.Model`` whose nested backbone (layer ``"backbone"``, frozen) and head (layer
         ``"head"``) are what :class:`keras_tlft.ProgressiveUnfreeze` finds and unfreezes. The
-        backbone is called with ``training=False``, but Keras 3 passes the outer ``fit``'s
-        ``training=True`` down to a nested model anyway: what keeps its BatchNorm layers in
-        inference mode is their being non-trainable, which every keras-tlft unfreeze keeps
-        unless ``train_bn=True``.
+        backbone is called without a ``training`` argument, so ``fit``'s ``training=True``
+        reaches it on every Keras version (a nested ``training=False`` is overridden by Keras
+        3.15 and earlier but kept by 3.16): a BatchNorm layer runs in inference mode exactly
+        when it is non-trainable, which every keras-tlft unfreeze keeps unless
+        ``train_bn=True``.
 
     Example:
     ```python
@@ -164,7 +165,10 @@ def build_model(
     prep = _preprocessing(spec) if preprocessing else None
     if prep is not None:
         x = prep(x)
-    x = base(x, training=False)
+    # No training=False here: Keras <= 3.15 overrides it with fit's training=True and 3.16
+    # keeps it, so BatchNorm's mode would depend on the Keras version. Without it, only
+    # each BatchNorm layer's trainable flag decides, on every version.
+    x = base(x)
     outputs = build_head(head_layers, name=HEAD_LAYER)(x)
     model = keras.Model(inputs, outputs, name=name or f"{_identifier(spec.name)}_transfer")
     setattr(model, SPEC_ATTRIBUTE, spec)

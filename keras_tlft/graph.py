@@ -83,6 +83,10 @@ def split_at_backbone(model, backbone=None):
     _, outputs = graph_ends(model)
     try:
         head = keras.Model(extractor.output, outputs, name=f"{model.name}_head")
+        # Keras 3.14+ refuses such a graph above; 3.13 builds it with the model's own input
+        # layer inside, and fails only when it is called.
+        if sum(isinstance(op, keras.layers.InputLayer) for op in head.operations) > 1:
+            raise ValueError("the head's graph reaches the model's inputs")
     except ValueError as exc:
         raise ValueError(
             "Cannot train the head on cached features: the layers after the backbone also use "

@@ -67,8 +67,10 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     `val_*`) needs this callback listed before `BackupAndRestore`.
 
     BatchNormalization layers stay frozen by default, which is what keeps them in inference
-    mode: in Keras 3 a nested model called with `training=False` still runs its *trainable*
-    BatchNorm layers in training mode during `fit`.
+    mode. Their mode follows their `trainable` flag only when the backbone is called without
+    `training=False` (as `build_model` calls it): Keras 3.15 and earlier override a nested
+    `training=False` with `fit`'s `training=True`, but Keras 3.16 keeps it, and then the whole
+    backbone (BatchNorm and Dropout) stays in inference mode whatever `train_bn` says.
 
     Args:
         schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset

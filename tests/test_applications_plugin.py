@@ -105,7 +105,8 @@ def test_spec_passes_the_static_checks(arch):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow if n in SLOW else pytest.mark.heavy) for n in NAMES],
 )
 def test_spec_conforms(name):
     spec = get_backbone(name)

@@ -15,6 +15,10 @@ from pathlib import Path
 import keras
 import pytest
 
+# Reruns of the callback suite in subprocesses: the "heavy" tier (-m "not slow and not heavy"
+# skips it).
+pytestmark = pytest.mark.heavy
+
 TESTS = Path(__file__).parent
 # The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift).
 CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [

@@ -32,7 +32,8 @@ FAST = {
 
 
 def _params(names):
-    return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
+    return [pytest.param(n, marks=pytest.mark.heavy if n in FAST else pytest.mark.slow)
+            for n in names]
 
 
 def test_importing_the_plugin_imports_neither_keras_nor_keras_cv():

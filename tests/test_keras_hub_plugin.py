@@ -39,7 +39,8 @@ _BUILT = {}  # presets that share an architecture are built once
 
 
 def _params(names):
-    return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
+    return [pytest.param(n, marks=pytest.mark.heavy if n in FAST else pytest.mark.slow)
+            for n in names]
 
 
 def _published(name) -> int:

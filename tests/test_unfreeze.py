@@ -480,7 +480,7 @@ def _model_with_a_composite_block(seed=0):
     base.trainable = False
     outer = keras.Input((8, 8, 3))
     head = keras.Sequential([keras.layers.Dense(2, name="dense")], name="head")
-    return keras.Model(outer, head(base(outer, training=False)))
+    return keras.Model(outer, head(base(outer)))
 
 
 @pytest.mark.parametrize("train_bn", [False, True])

@@ -15,6 +15,7 @@ import pytest
 
 SCRIPT = Path(__file__).parent / "helpers_unfreeze" / "distributed_run.py"
 BACKEND = keras.backend.backend()
+pytestmark = pytest.mark.heavy  # a training process per strategy
 
 
 def _run() -> dict:

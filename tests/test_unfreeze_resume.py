@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parent / "helpers_unfreeze" / "resume_run.py"
+pytestmark = pytest.mark.heavy  # chains of real training processes
 
 
 def _start(out: Path, backup: Path, *flags: str) -> subprocess.Popen:

@@ -22,14 +22,15 @@ def backbone(name="backbone"):
 
 
 def nested_model(seed=0, backbone_name="backbone", n_out=2):
-    """``Model(image) -> backbone(training=False) -> head``, backbone frozen, as build_model."""
+    """``Model(image) -> backbone -> head``, backbone frozen, as build_model builds it (no
+    ``training=False`` on the backbone's call, whose meaning differs between Keras versions)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     base = backbone(backbone_name)
     base.trainable = False
     inputs = keras.Input(SHAPE)
-    x = base(inputs, training=False)
+    x = base(inputs)
     outputs = keras.Sequential([keras.layers.Dense(n_out, name="dense")], name="head")(x)
     return keras.Model(inputs, outputs, name="tiny")
 
@@ -77,7 +78,7 @@ def vgg_like_model(backbone_name="vgg16", seed=0):
     base.trainable = False
     outer = keras.Input(SHAPE)
     head = keras.Sequential([keras.layers.Dense(2)], name="head")
-    return keras.Model(outer, head(base(outer, training=False)))
+    return keras.Model(outer, head(base(outer)))
 
 
 def tiny_spec():
