@@ -12,6 +12,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -33,12 +34,21 @@ def _shape(shape) -> str:
 # --- list -------------------------------------------------------------------------------------
 
 
+def _report_collisions(registry) -> None:
+    """Bare names that several sources register, on stderr (a message, not the listing)."""
+    err = Console(stderr=True, highlight=False)
+    for collision in registry.collisions:
+        err.print(f"[yellow]name collision:[/yellow] {escape(collision.message())}",
+                  soft_wrap=True)
+
+
 def cmd_list(args, out: Console) -> int:
-    from keras_tlft.registry import list_backbones
+    from keras_tlft.registry import get_registry, list_backbones
 
     specs = list_backbones(args.source)
     if args.source and not specs:
-        raise UsageError(f"No backbones from source {args.source!r}; run `keras-tlft plugins`.")
+        raise UsageError(f"No backbones from source {args.source!r}; run `keras-tlft plugins` "
+                         f"for the installed sources. Received: --source={args.source!r}")
     rows = [
         {
             "name": s.name,
@@ -55,6 +65,7 @@ def cmd_list(args, out: Console) -> int:
         }
         for s in specs
     ]
+    _report_collisions(get_registry())
     if args.json:
         return _print_json(rows)
     table = Table(title=f"{len(rows)} backbones")
@@ -62,8 +73,9 @@ def cmd_list(args, out: Console) -> int:
                          ("parameters", "right"), ("input", "right"), ("blocks", "right")]:
         table.add_column(col, justify=justify, no_wrap=col in ("name", "parameters", "input"))
     for r in rows:
-        table.add_row(r["name"], r["source"], r["family"], _fmt_int(r["params"]),
-                      _shape(r["default_input_shape"]), str(r["blocks"] or "derived"))
+        table.add_row(escape(r["name"]), escape(r["source"]), escape(r["family"]),
+                      _fmt_int(r["params"]), _shape(r["default_input_shape"]),
+                      str(r["blocks"] or "derived"))
     out.print(table)
     return EXIT_OK
 
@@ -86,17 +98,27 @@ def cmd_plugins(args, out: Console) -> int:
         for p in registry.plugins
     ]
     failures = [{"plugin": f.plugin, "reason": f.reason} for f in registry.failures]
+    collisions = [
+        {"name": c.name, "keys": list(c.keys), "resolves_to": c.resolves_to,
+         "message": c.message()}
+        for c in registry.collisions
+    ]
     if args.json:
-        return _print_json({"plugins": rows, "failures": failures})
+        return _print_json({"plugins": rows, "failures": failures, "collisions": collisions,
+                            "disabled": registry.disabled})
     table = Table(title="keras-tlft plugins")
     for col in ("plugin", "distribution", "version", "backbones", "hooks"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["distribution"] or "-", r["version"] or "-",
-                      str(r["backbones"]), ", ".join(r["hooks"]))
+        table.add_row(escape(r["name"]), escape(r["distribution"] or "-"),
+                      escape(r["version"] or "-"), str(r["backbones"]), ", ".join(r["hooks"]))
     out.print(table)
     for f in failures:
-        out.print(f"[red]failed[/red] {f['plugin']}: {f['reason']}")
+        out.print(f"[red]failed[/red] {escape(f['plugin'])}: {escape(f['reason'])}")
+    for c in collisions:
+        out.print(f"[yellow]name collision[/yellow] {escape(c['message'])}")
+    for name in registry.disabled:
+        out.print(f"[dim]disabled[/dim] {escape(name)} (KERAS_TLFT_DISABLE_PLUGINS)")
     return EXIT_OK
 
 
@@ -151,17 +173,18 @@ def _render_inspect(r: dict, out: Console) -> None:
         title += f"  head {r['head']}"
     if r["unfreeze"] is not None:
         title += f"  unfreeze {r['unfreeze']}" + ("  (BatchNorm trained)" if r["train_bn"] else "")
-    out.print(f"[bold]{title}[/bold]")
+    out.print(f"[bold]{escape(title)}[/bold]")
     types = ", ".join(f"{n} {t}" for t, n in sorted(r["layer_types"].items(), key=lambda x: -x[1]))
-    out.print(f"{r['layers']} layers: {types}")
+    out.print(f"{r['layers']} layers: {escape(types)}")
     if r.get("layer_table"):
         lt = Table(title="layers")
         for col, justify in [("#", "right"), ("name", "left"), ("type", "left"),
                              ("params", "right"), ("trainable", "right"), ("block", "left")]:
             lt.add_column(col, justify=justify)
         for row in r["layer_table"]:
-            lt.add_row(str(row["index"]), row["name"], row["type"], _fmt_int(row["params"]),
-                       _fmt_int(row["trainable_params"]), row["block"])
+            lt.add_row(str(row["index"]), escape(row["name"]), escape(row["type"]),
+                       _fmt_int(row["params"]), _fmt_int(row["trainable_params"]),
+                       escape(row["block"]))
         out.print(lt)
     bt = Table(title="blocks")
     for col, justify in [("block", "left"), ("layers", "right"), ("first", "left"),
@@ -169,8 +192,9 @@ def _render_inspect(r: dict, out: Console) -> None:
         bt.add_column(col, justify=justify)
     for b in r["blocks"]:
         trainable = _fmt_int(b["trainable_params"]) if b["trainable"] else "[dim]frozen[/dim]"
-        bt.add_row(b["name"], f"{b['first_layer']}-{b['last_layer']}", b["first_layer_name"],
-                   b["last_layer_name"], _fmt_int(b["params"]), trainable)
+        bt.add_row(escape(b["name"]), f"{b['first_layer']}-{b['last_layer']}",
+                   escape(b["first_layer_name"]), escape(b["last_layer_name"]),
+                   _fmt_int(b["params"]), trainable)
     out.print(bt)
     totals = Table(show_header=False, box=None)
     totals.add_column(justify="left")
@@ -195,7 +219,7 @@ def _render_plan(plan: list, out: Console) -> None:
         span = "-" if not blocks else blocks[0] if blocks[0] == blocks[-1] else (
             f"{blocks[0]}..{blocks[-1]}")
         table.add_row(str(s["stage"]), f"{start}-{end}" if start != "?" else s["trigger"],
-                      str(s["unfreeze"]), ", ".join(s["new_blocks"]) or "-",
+                      escape(str(s["unfreeze"])), escape(", ".join(s["new_blocks"]) or "-"),
                       _fmt_int(s["trainable_params"]), head, span)
     out.print(table)
     out.print("[dim]trainable: backbone parameters; block lr: the unfrozen blocks' learning "
@@ -233,7 +257,7 @@ def cmd_bench(args, out: Console) -> int:
     steps = args.steps or (50 if on_gpu else 10)
     err = Console(stderr=True, highlight=False)
     if not on_gpu and not args.json:
-        err.print(f"[yellow]No GPU: measuring on {device} with small defaults "
+        err.print(f"[yellow]No GPU: measuring on {escape(device)} with small defaults "
                   f"(batch {batch}, {steps} steps).[/yellow]")
     kwargs = dict(batch_size=batch, image_size=args.image_size, steps=steps,
                   warmup_steps=args.warmup_steps, mixed_precision=args.mixed_precision,
@@ -263,7 +287,8 @@ def cmd_bench(args, out: Console) -> int:
 def _render_bench(r, out: Console) -> None:
     mp = "mixed precision" if r.mixed_precision else "float32"
     jit = "jit" if r.jit_compile else "no jit"
-    out.print(f"[bold]{r.backbone}[/bold] on {r.device}, backend {r.backend}: batch "
+    out.print(f"[bold]{escape(r.backbone)}[/bold] on {escape(r.device)}, backend {r.backend}: "
+              f"batch "
               f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
               f"{r.warmup_steps} warm-up, {mp}, {jit}")
     table = Table()
@@ -272,7 +297,8 @@ def _render_bench(r, out: Console) -> None:
         table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right")
     for p in r.phases:
         table.add_row(
-            p.phase, p.unfreeze or "-", _fmt_int(p.trainable_params), f"{p.step_ms_median:.1f}",
+            p.phase, escape(p.unfreeze or "-"), _fmt_int(p.trainable_params),
+            f"{p.step_ms_median:.1f}",
             f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}", f"{p.images_per_second:.1f}",
             f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
             f"{p.trace_seconds:.2f}",
@@ -427,16 +453,36 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         return 130
-    except (ValueError, TypeError) as exc:
-        if args.debug:
-            raise
-        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
-        return EXIT_BAD_INPUT
     except Exception as exc:
         if args.debug:
             raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        if is_bad_input(exc):
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            return EXIT_BAD_INPUT
+        err.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}')} [dim](rerun with "
+                  f"--debug for the traceback)[/dim]", soft_wrap=True)
         return EXIT_FAILURE
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of our deliberate bad-input errors (exit 2), not a failure (exit 1).
+
+    Deliberate ones are :class:`UsageError`, the name-resolution errors, and every
+    ``ValueError``/``TypeError`` that keras-tlft's own code raises in Keras's message shape
+    (ending with ``Received: name=value``). Anything else, including a ``TypeError`` from a bug in
+    our code or an error raised inside Keras or a plugin, is a failure of the work.
+    """
+    from keras_tlft.spec import AmbiguousBackboneError, UnknownBackboneError
+
+    if isinstance(exc, (UsageError, UnknownBackboneError, AmbiguousBackboneError)):
+        return True
+    if not isinstance(exc, (ValueError, TypeError)) or "Received:" not in str(exc):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module == "keras_tlft" or module.startswith("keras_tlft.")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ pluggy's own ``load_setuptools_entrypoints`` stops at the first plugin that fail
 one broken plugin would take the whole program down. We walk the entry points ourselves, as conda
 does, and record each failure with the plugin's name. Set ``KERAS_TLFT_STRICT_PLUGINS=1`` to get
 the original exception instead (useful while writing a plugin).
+
+Plugin names are protected: keras-tlft's own entry points (those of the ``keras-tlft``
+distribution) load first, and an entry point of another distribution that reuses a name already
+loaded is refused and recorded, never loaded in its place. ``KERAS_TLFT_DISABLE_PLUGINS=a,b``
+leaves the named plugins unloaded without uninstalling them (as pytest's ``-p no:NAME``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from keras_tlft import hookspecs
 
 ENTRY_POINT_GROUP = "keras_tlft"
 STRICT_ENV = "KERAS_TLFT_STRICT_PLUGINS"
+DISABLE_ENV = "KERAS_TLFT_DISABLE_PLUGINS"
+FIRST_PARTY_DISTRIBUTION = "keras-tlft"
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,33 @@ def strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() not in ("", "0", "false", "no")
 
 
+def disabled_plugins() -> set[str]:
+    """The plugin names listed in ``KERAS_TLFT_DISABLE_PLUGINS`` (comma-separated)."""
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
 def _entry_points():
     return metadata.entry_points(group=ENTRY_POINT_GROUP)
 
 
+def _dist_name(ep) -> str | None:
+    return ep.dist.name if getattr(ep, "dist", None) is not None else None
+
+
+def is_first_party(distribution: str | None) -> bool:
+    """Whether ``distribution`` is keras-tlft itself (whose plugins keep their bare names)."""
+    return distribution is not None and _canonical(distribution) == FIRST_PARTY_DISTRIBUTION
+
+
+def _canonical(distribution: str) -> str:
+    return distribution.replace("_", "-").replace(".", "-").lower()
+
+
 def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], dict[str, str]]:
     """Load every entry point of the ``keras_tlft`` group into a new plugin manager.
+
+    keras-tlft's own entry points load first; a later entry point whose name is taken is refused
+    and recorded. Plugins named in ``KERAS_TLFT_DISABLE_PLUGINS`` are blocked, not loaded.
 
     Returns the manager, the failures met while loading, and for each loaded plugin the name of
     the distribution that ships it.
@@ -57,8 +85,18 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], di
     pm.add_hookspecs(hookspecs)
     failures: list[PluginFailure] = []
     dists: dict[str, str] = {}
-    for ep in sorted(_entry_points(), key=lambda e: e.name):
-        if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+    for name in disabled_plugins():
+        pm.set_blocked(name)
+    order = sorted(_entry_points(), key=lambda e: (not is_first_party(_dist_name(e)), e.name))
+    for ep in order:
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.has_plugin(ep.name):
+            failure = _name_taken(ep, dists.get(ep.name))
+            if failure is not None:
+                if strict():
+                    raise ValueError(f"plugin {failure.plugin!r}: {failure.reason}")
+                failures.append(failure)
             continue
         try:
             plugin = ep.load()
@@ -68,10 +106,23 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], di
                 raise
             failures.append(PluginFailure(ep.name, f"failed to load: {type(exc).__name__}: {exc}"))
             continue
-        if ep.dist is not None:
-            dists[ep.name] = ep.dist.name
+        if _dist_name(ep) is not None:
+            dists[ep.name] = _dist_name(ep)
     failures.extend(check_hooks(pm))
     return pm, failures, dists
+
+
+def _name_taken(ep, holder: str | None) -> PluginFailure | None:
+    """The failure for an entry point whose plugin name another distribution already holds."""
+    dist = _dist_name(ep)
+    if dist is not None and holder is not None and _canonical(dist) == _canonical(holder):
+        return None  # the same distribution seen twice on the path
+    return PluginFailure(
+        f"{ep.name} (from {dist or 'an unknown distribution'})",
+        f"the plugin name {ep.name!r} is taken by distribution {holder or 'unknown'!r}; the "
+        f"entry point {ep.value!r} of distribution {dist or 'unknown'!r} was not loaded. "
+        "Rename that entry point",
+    )
 
 
 def check_hooks(pm: pluggy.PluginManager) -> list[PluginFailure]:
@@ -99,6 +150,8 @@ def plugin_infos(pm: pluggy.PluginManager, dists: dict[str, str]) -> list[Plugin
     """Describe the registered plugins: name, distribution, version, hooks implemented."""
     infos = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
+        if plugin is None:  # blocked: a disabled plugin
+            continue
         dist = dists.get(name)
         version = None
         if dist:

@@ -11,7 +11,15 @@ import dataclasses
 import warnings
 from collections.abc import Callable
 
-from keras_tlft.plugins import PluginFailure, PluginInfo, make_plugin_manager, plugin_infos, strict
+from keras_tlft.plugins import (
+    PluginFailure,
+    PluginInfo,
+    disabled_plugins,
+    is_first_party,
+    make_plugin_manager,
+    plugin_infos,
+    strict,
+)
 from keras_tlft.spec import (
     PREPROCESSING_MODES,
     AmbiguousBackboneError,
@@ -29,6 +37,7 @@ __all__ = [
     "AmbiguousBackboneError",
     "BackboneSpec",
     "BlockRule",
+    "NameCollision",
     "Registry",
     "UnknownBackboneError",
     "get_backbone",
@@ -38,27 +47,69 @@ __all__ = [
     "validate_spec",
 ]
 
-class Registry:
-    """Every registered backbone, indexed by ``source:name``, bare name and alias."""
+DIRECT = "<direct>"
 
-    def __init__(self):
+
+@dataclasses.dataclass(frozen=True)
+class NameCollision:
+    """A bare name (or alias) that more than one backbone registers.
+
+    ``resolves_to`` is the key the bare name resolves to (a first-party backbone keeps its bare
+    name), or ``None`` when the bare name is ambiguous and every backbone needs its
+    ``source:name``.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    resolves_to: str | None
+
+    def message(self) -> str:
+        """One line for ``keras-tlft list`` and ``keras-tlft plugins``."""
+        keys = ", ".join(self.keys)
+        if self.resolves_to is None:
+            return f"{self.name!r} is registered by {keys}: it is ambiguous; name the source"
+        others = ", ".join(k for k in self.keys if k != self.resolves_to)
+        return (
+            f"{self.name!r} is registered by {keys}: it means the first-party "
+            f"{self.resolves_to}; use {others} for the other"
+        )
+
+
+class Registry:
+    """Every registered backbone, indexed by ``source:name``, bare name and alias.
+
+    Names are protected: a spec's ``source`` is the name of the plugin that registers it (left
+    empty, the host fills it in; any other value is refused), so no plugin can register under
+    another's ``source:name``. A bare name or alias that several sources register resolves to
+    the first-party backbone (one of keras-tlft's own plugins) when there is one, and is
+    ambiguous otherwise; either way the collision is listed in :attr:`collisions` (shown by
+    ``keras-tlft list`` and ``keras-tlft plugins``), and in strict mode it is an error.
+    """
+
+    def __init__(self, first_party=()):
         self.specs: dict[str, BackboneSpec] = {}
         self.registrant: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self.failures: list[PluginFailure] = []
         self.plugins: list[PluginInfo] = []
+        self.first_party: set[str] = set(first_party)
+        self.disabled: list[str] = []
         self._bare: dict[str, list[str]] = {}
 
     @classmethod
     def from_plugin_manager(cls, pm, failures=(), dists=None) -> Registry:
         """Run every plugin's ``register_backbones`` hook into a new registry."""
-        registry = cls()
+        dists = dists or {}
+        registry = cls(first_party={p for p, d in dists.items() if is_first_party(d)})
         registry.failures.extend(failures)
         for impl in pm.hook.register_backbones.get_hookimpls():
             registry.collect(impl.plugin_name, impl.function)
-        registry.plugins = plugin_infos(pm, dists or {})
+        registry.plugins = plugin_infos(pm, dists)
+        registry.disabled = sorted(disabled_plugins())
         for failure in registry.failures:
             warnings.warn(f"keras-tlft plugin {failure.plugin!r}: {failure.reason}", stacklevel=2)
+        for collision in registry.collisions:
+            warnings.warn(f"keras-tlft backbone name {collision.message()}", stacklevel=2)
         return registry
 
     def collect(self, plugin: str, hook: Callable) -> None:
@@ -73,9 +124,15 @@ class Registry:
                 PluginFailure(plugin, f"register_backbones raised {type(exc).__name__}: {exc}")
             )
 
-    def register(self, spec: BackboneSpec, plugin: str = "<direct>") -> None:
-        """Validate and add one spec; an invalid or duplicate one is recorded as a failure."""
+    def register(self, spec: BackboneSpec, plugin: str = DIRECT) -> None:
+        """Validate and add one spec; an invalid or duplicate one is recorded as a failure.
+
+        ``plugin`` is the registering plugin's name; the spec's ``source`` must be empty (it
+        becomes ``plugin``) or equal to it. Only a direct call (no plugin) may name any source.
+        """
         problem = validate_spec(spec)
+        if problem is None:
+            problem = _source_problem(spec, plugin)
         if problem is None:
             if not spec.source:
                 spec = dataclasses.replace(spec, source=plugin)
@@ -95,6 +152,26 @@ class Registry:
         self.counts[plugin] = self.counts.get(plugin, 0) + 1
         for bare in {normalize(spec.name), *(normalize(a) for a in spec.aliases)}:
             self._bare.setdefault(bare, []).append(key)
+            if strict() and len(self._bare[bare]) > 1:
+                collision = self._collision(bare).message()
+                raise ValueError(f"plugin {plugin!r}: backbone name {collision}")
+
+    def _is_first_party(self, key: str) -> bool:
+        return self.registrant.get(key) in self.first_party
+
+    def _collision(self, bare: str) -> NameCollision:
+        keys = self._bare[bare]
+        first = [k for k in keys if self._is_first_party(k)]
+        return NameCollision(
+            name=bare,
+            keys=tuple(sorted(self.specs[k].key for k in keys)),
+            resolves_to=self.specs[first[0]].key if len(first) == 1 else None,
+        )
+
+    @property
+    def collisions(self) -> list[NameCollision]:
+        """Every bare name or alias registered by more than one backbone, by name."""
+        return [self._collision(bare) for bare in sorted(self._bare) if len(self._bare[bare]) > 1]
 
     def __iter__(self):
         return iter(sorted(self.specs.values(), key=lambda s: (s.source, s.family, s.name)))
@@ -117,6 +194,9 @@ class Registry:
                 return self.specs[keys[0]]
         else:
             keys = self._bare.get(normalize(name), [])
+            if len(keys) > 1:  # a first-party backbone keeps its bare name
+                first = [k for k in keys if self._is_first_party(k)]
+                keys = first if len(first) == 1 else keys
             if len(keys) == 1:
                 return self.specs[keys[0]]
             if len(keys) > 1:
@@ -141,6 +221,16 @@ class Registry:
             f"Unknown backbone {name!r}.{hint} Run `keras-tlft list` to see every registered "
             f"backbone. Received: name={name!r}"
         )
+
+
+def _source_problem(spec: BackboneSpec, plugin: str) -> str | None:
+    if plugin == DIRECT or not spec.source or normalize(spec.source) == normalize(plugin):
+        return None
+    return (
+        f"backbone {spec.name!r} declares source={spec.source!r}, but plugin {plugin!r} "
+        f"registers it; a spec's source is the name of the plugin that registers it: leave "
+        f"source empty or set source={plugin!r}"
+    )
 
 
 _REGISTRY: Registry | None = None
