@@ -36,7 +36,7 @@ def _shape(shape) -> str:
 
 def _report_collisions(registry) -> None:
     """Bare names that several sources register, on stderr (a message, not the listing)."""
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     for collision in registry.collisions:
         err.print(f"[yellow]name collision:[/yellow] {escape(collision.message())}",
                   soft_wrap=True)
@@ -45,8 +45,8 @@ def _report_collisions(registry) -> None:
 def cmd_list(args, out: Console) -> int:
     from keras_tlft.registry import get_registry, list_backbones
 
-    specs = list_backbones(args.source)
-    if args.source and not specs:
+    specs = list_backbones(args.source, pattern=args.pattern, offline_weights=args.offline_weights)
+    if args.source and not list_backbones(args.source):
         raise UsageError(f"No backbones from source {args.source!r}; run `keras-tlft plugins` "
                          f"for the installed sources. Received: --source={args.source!r}")
     rows = [
@@ -55,12 +55,14 @@ def cmd_list(args, out: Console) -> int:
             "key": s.key,
             "source": s.source,
             "family": s.family,
+            "aliases": list(s.aliases),
             "params": s.params,
             "default_input_shape": list(s.default_input_shape),
             "min_input_size": s.min_input_size,
             "blocks": len(s.blocks),
             "preprocessing": s.preprocessing if isinstance(s.preprocessing, str) else "custom",
             "weights": list(s.weights),
+            "offline_weights": list(s.offline_weights),
             "description": s.description,
         }
         for s in specs
@@ -68,16 +70,43 @@ def cmd_list(args, out: Console) -> int:
     _report_collisions(get_registry())
     if args.json:
         return _print_json(rows)
-    table = Table(title=f"{len(rows)} backbones")
-    for col, justify in [("name", "left"), ("source", "left"), ("family", "left"),
-                         ("parameters", "right"), ("input", "right"), ("blocks", "right")]:
-        table.add_column(col, justify=justify, no_wrap=col in ("name", "parameters", "input"))
-    for r in rows:
-        table.add_row(escape(r["name"]), escape(r["source"]), escape(r["family"]),
-                      _fmt_int(r["params"]), _shape(r["default_input_shape"]),
-                      str(r["blocks"] or "derived"))
-    out.print(table)
+    header = ["name", "source", "family", "parameters", "input", "blocks", "offline"]
+    cells = [[r["name"], r["source"], r["family"], _fmt_int(r["params"]),
+              _shape(r["default_input_shape"]), str(r["blocks"] or "derived"),
+              ", ".join(r["offline_weights"]) or "-"] for r in rows]
+    right = {"parameters", "input", "blocks"}
+    if not out.is_terminal:  # a pipe or a file: plain columns, as `pip list` prints them
+        _print_plain(header, cells, right)
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} backbones",
+                  caption="offline: pretrained weights that load with no network")
+    for col in header:
+        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+    for row in cells:
+        table.add_row(*(escape(c) for c in row))
+    _print_whole(table, out)
     return EXIT_OK
+
+
+def _print_plain(header: list[str], cells: list[list[str]], right: set[str]) -> None:
+    """Columns separated by two spaces, under a header and a rule, without styling or cuts."""
+    widths = [max(len(x) for x in column) for column in zip(header, *cells)]
+    rule = ["-" * w for w in widths]
+    for row in (header, rule, *cells):
+        line = "  ".join(c.rjust(w) if h in right else c.ljust(w)
+                         for c, w, h in zip(row, widths, header))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def _print_whole(table: Table, out: Console) -> None:
+    """Print ``table`` at its natural width: names and figures are never cut to fit the
+    terminal (a too-narrow terminal wraps the lines instead)."""
+    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
+    width, out.width = out.width, max(out.width, natural)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
 
 
 # --- plugins ----------------------------------------------------------------------------------
@@ -180,7 +209,9 @@ def _render_inspect(r: dict, out: Console) -> None:
         lt = Table(title="layers")
         for col, justify in [("#", "right"), ("name", "left"), ("type", "left"),
                              ("params", "right"), ("trainable", "right"), ("block", "left")]:
-            lt.add_column(col, justify=justify)
+            # Layer names are folded onto more lines, never cut: from:LAYER_NAME needs them.
+            lt.add_column(col, justify=justify, overflow="fold",
+                          no_wrap=col in ("#", "params", "trainable"))
         for row in r["layer_table"]:
             lt.add_row(str(row["index"]), escape(row["name"]), escape(row["type"]),
                        _fmt_int(row["params"]), _fmt_int(row["trainable_params"]),
@@ -189,7 +220,8 @@ def _render_inspect(r: dict, out: Console) -> None:
     bt = Table(title="blocks")
     for col, justify in [("block", "left"), ("layers", "right"), ("first", "left"),
                          ("last", "left"), ("params", "right"), ("trainable", "right")]:
-        bt.add_column(col, justify=justify)
+        bt.add_column(col, justify=justify, overflow="fold",
+                      no_wrap=col in ("layers", "params", "trainable"))
     for b in r["blocks"]:
         trainable = _fmt_int(b["trainable_params"]) if b["trainable"] else "[dim]frozen[/dim]"
         bt.add_row(escape(b["name"]), f"{b['first_layer']}-{b['last_layer']}",
@@ -220,10 +252,11 @@ def _render_plan(plan: list, out: Console) -> None:
             f"{blocks[0]}..{blocks[-1]}")
         table.add_row(str(s["stage"]), f"{start}-{end}" if start != "?" else s["trigger"],
                       escape(str(s["unfreeze"])), escape(", ".join(s["new_blocks"]) or "-"),
-                      _fmt_int(s["trainable_params"]), head, span)
+                      _fmt_int(s.get("model_trainable_params", s["trainable_params"])), head, span)
     out.print(table)
-    out.print("[dim]trainable: backbone parameters; block lr: the unfrozen blocks' learning "
-              "rates, top block first (xN: times the optimizer's)[/dim]")
+    out.print("[dim]trainable: the model's trainable parameters (head included), as the totals "
+              "count them; block lr: the unfrozen blocks' learning rates, top block first (xN: "
+              "times the optimizer's)[/dim]")
 
 
 def _rate(rule: dict) -> str:
@@ -255,7 +288,7 @@ def cmd_bench(args, out: Console) -> int:
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)
     steps = args.steps or (50 if on_gpu else 10)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     if not on_gpu and not args.json:
         err.print(f"[yellow]No GPU: measuring on {escape(device)} with small defaults "
                   f"(batch {batch}, {steps} steps).[/yellow]")
@@ -304,14 +337,7 @@ def _render_bench(r, out: Console) -> None:
             f"{p.trace_seconds:.2f}",
             f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
         )
-    # Figures are the point of this table: never cut them to fit a narrow terminal or a pipe's
-    # default 80 columns; a too-narrow terminal wraps the lines instead.
-    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
-    width, out.width = out.width, max(out.width, natural)
-    try:
-        out.print(table)
-    finally:
-        out.width = width
+    _print_whole(table, out)  # figures are the point of this table: never cut them
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")
@@ -360,6 +386,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from keras_tlft import __version__
 
@@ -370,19 +400,51 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"keras-tlft {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.epilog = _examples("keras-tlft list 'resnet*'", "keras-tlft inspect vgg16 --unfreeze 1",
+                              "keras-tlft plugins --verbose", "keras-tlft COMMAND --help")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # --debug after the verb too; SUPPRESS keeps the subparser from resetting a --debug given
+    # before it.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
 
-    p = sub.add_parser("list", help="every registered backbone")
+    def verb(name, examples, **kwargs):
+        return sub.add_parser(name, parents=[debug], epilog=_examples(*examples),
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    p = verb("list", ["keras-tlft list", "keras-tlft list 'resnet*'",
+                      "keras-tlft list '*:vgg*' --json", "keras-tlft list --source keras_hub",
+                      "keras-tlft list --offline-weights", "keras-tlft list | grep efficientnet"],
+             help="every registered backbone",
+             description="Every registered backbone, by source, then by name in natural order "
+             "(resnet50 before resnet101). Plain columns when the output is not a terminal.")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN",
+                   help="only names (or source:name, or aliases) matching this wildcard, e.g. "
+                   "'resnet*' or '*:vgg*' (quote it from the shell)")
     p.add_argument("--source", help="only the backbones of this source (e.g. applications)")
+    p.add_argument("--offline-weights", action="store_true",
+                   help="only backbones whose pretrained weights load with no network")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("plugins", help="installed backbone plugins, and any that failed")
+    p = verb("plugins", ["keras-tlft plugins", "keras-tlft plugins --json",
+                         "KERAS_TLFT_DISABLE_PLUGINS=keras_hub keras-tlft plugins"],
+             help="installed backbone plugins, and any that failed",
+             description="Installed plugins, their versions and backbones, the plugins that "
+             "failed and why, bare-name collisions, and the plugins disabled by "
+             "KERAS_TLFT_DISABLE_PLUGINS.")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser(
+    p = verb(
         "inspect",
+        ["keras-tlft inspect vgg16", "keras-tlft inspect resnet50 --head gap --num-classes 10 "
+         "--unfreeze 1", "keras-tlft inspect mobilenet_v2 --unfreeze from:100 --layers",
+         "keras-tlft inspect mobilenet_v2 --head gap --num-classes 10 --schedule "
+         "gradual:every=2 --epochs 10 --learning-rate 1e-3",
+         "keras-tlft inspect mine.keras --json"],
         help="layers, blocks and parameters of a backbone (built offline, weights=None)",
         description="Layers, blocks and parameters of a backbone, built with weights=None. "
         "Without --head the backbone is shown as Keras builds it (all trainable); with --head "
@@ -411,8 +473,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
+    p = verb(
         "bench",
+        ["keras-tlft bench mobilenet_v2",
+         "keras-tlft bench resnet50 --batch-size 64 --mixed-precision --phases frozen,full",
+         "keras-tlft bench mobilenet_v2 --backend jax --json"],
         help="throughput, memory and stage-change cost per training phase (synthetic data)",
         description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "
         "unfrozen, fully unfrozen, inference. Uses the GPU when there is one; on a CPU it runs "
@@ -443,11 +508,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    out = Console(highlight=False)
+    out = Console(highlight=False, emoji=False)
     try:
         return args.func(args, out)
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ names are re-exported here, where keras-tlft 0.1 defined them.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import re
 import warnings
 from collections.abc import Callable
 
@@ -174,7 +176,7 @@ class Registry:
         return [self._collision(bare) for bare in sorted(self._bare) if len(self._bare[bare]) > 1]
 
     def __iter__(self):
-        return iter(sorted(self.specs.values(), key=lambda s: (s.source, s.family, s.name)))
+        return iter(sorted(self.specs.values(), key=lambda s: (s.source, natural_key(s.name))))
 
     def __len__(self):
         return len(self.specs)
@@ -259,9 +261,29 @@ def get_backbone(name) -> BackboneSpec:
     return get_registry().resolve(name)
 
 
-def list_backbones(source: str | None = None) -> list[BackboneSpec]:
-    """Every registered backbone, optionally only those of one source."""
+def natural_key(name: str) -> tuple:
+    """Sort key that orders numbers by value: ``resnet50`` before ``resnet101``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", name) if part)
+
+
+def list_backbones(source: str | None = None, pattern: str | None = None,
+                   offline_weights: bool = False) -> list[BackboneSpec]:
+    """Every registered backbone, by source, then by name in natural order.
+
+    Args:
+        source: only the backbones of this source.
+        pattern: only the backbones whose name, ``source:name`` or an alias matches this
+            shell-style wildcard (``fnmatch``, case-insensitive): ``"resnet*"``, ``"*:vgg*"``.
+        offline_weights: only the backbones with pretrained weights that load with no network.
+    """
     specs = list(get_registry())
     if source is not None:
         specs = [s for s in specs if normalize(s.source) == normalize(source)]
+    if pattern is not None:
+        wildcard = pattern.lower()
+        specs = [s for s in specs if any(fnmatch.fnmatchcase(n.lower(), wildcard)
+                                         for n in (s.name, s.key, *s.aliases))]
+    if offline_weights:
+        specs = [s for s in specs if s.offline_weights]
     return specs
