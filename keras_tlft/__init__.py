@@ -21,6 +21,7 @@ from keras_tlft.spec import (
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft import heads
+    from keras_tlft.adapters import tokens_as_feature_map
     from keras_tlft.assembly import build_model
     from keras_tlft.blocks import parse_unfreeze
     from keras_tlft.cache import fit_frozen
@@ -64,6 +65,7 @@ _LAZY = {
     "fit_frozen": "keras_tlft.cache",
     "join_histories": "keras_tlft.history",
     "check_cacheable": "keras_tlft.graph",
+    "tokens_as_feature_map": "keras_tlft.adapters",
 }
 
 __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read it
@@ -91,6 +93,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "parse_unfreeze",
     "plan_stages",
     "plateau",
+    "tokens_as_feature_map",
     "two_phase",
 ]
 

@@ -14,7 +14,9 @@ leaves the named plugins unloaded without uninstalling them (as pytest's ``-p no
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
@@ -37,12 +39,48 @@ class PluginFailure:
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """An installed plugin: its name, the distribution that ships it, and its version."""
+    """An installed plugin: its name, the distribution that ships it, and its version.
+
+    ``entry_point`` is the entry point's target (``"package.module"``), ``module`` the file it
+    was loaded from, ``load_seconds`` how long importing it took, ``api_version`` the plugin API
+    version it declares (``KERAS_TLFT_PLUGIN_API``; ``None`` when it declares none).
+    """
 
     name: str
     distribution: str | None
     version: str | None
     hooks: tuple[str, ...]
+    entry_point: str | None = None
+    module: str | None = None
+    load_seconds: float | None = None
+    api_version: int | None = None
+
+
+@dataclass
+class LoadedPlugins:
+    """What :func:`make_plugin_manager` loaded: the manager, the failures, each plugin's
+    distribution, and each plugin's :class:`LoadRecord`."""
+
+    pm: pluggy.PluginManager
+    failures: list[PluginFailure]
+    dists: dict[str, str]
+    loads: dict[str, LoadRecord] = field(default_factory=dict)
+
+    def __iter__(self):  # pm, failures, dists = make_plugin_manager()
+        return iter((self.pm, self.failures, self.dists))
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """How one plugin's entry point loaded: its target, the time taken, heavy modules pulled in."""
+
+    entry_point: str
+    seconds: float
+    heavy_imports: tuple[str, ...]
+
+
+# Importing any of these makes `keras-tlft list` take seconds instead of a fraction of one.
+HEAVY_MODULES = ("keras", "tensorflow", "torch", "jax", "keras_cv", "keras_hub")
 
 
 def strict() -> bool:
@@ -72,19 +110,22 @@ def _canonical(distribution: str) -> str:
     return distribution.replace("_", "-").replace(".", "-").lower()
 
 
-def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], dict[str, str]]:
+def make_plugin_manager() -> LoadedPlugins:
     """Load every entry point of the ``keras_tlft`` group into a new plugin manager.
 
     keras-tlft's own entry points load first; a later entry point whose name is taken is refused
     and recorded. Plugins named in ``KERAS_TLFT_DISABLE_PLUGINS`` are blocked, not loaded.
 
-    Returns the manager, the failures met while loading, and for each loaded plugin the name of
-    the distribution that ships it.
+    Returns the manager, the failures met while loading, for each loaded plugin the name of the
+    distribution that ships it, and how each loaded (unpacks as ``pm, failures, dists``). A
+    plugin whose import pulls in Keras or TensorFlow is recorded as a failure too: it still
+    works, but it makes every ``keras-tlft list`` slow.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     failures: list[PluginFailure] = []
     dists: dict[str, str] = {}
+    loads: dict[str, LoadRecord] = {}
     for name in disabled_plugins():
         pm.set_blocked(name)
     order = sorted(_entry_points(), key=lambda e: (not is_first_party(_dist_name(e)), e.name))
@@ -98,6 +139,8 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], di
                     raise ValueError(f"plugin {failure.plugin!r}: {failure.reason}")
                 failures.append(failure)
             continue
+        before = [m for m in HEAVY_MODULES if m not in sys.modules]
+        start = time.perf_counter()
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
@@ -106,10 +149,23 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginFailure], di
                 raise
             failures.append(PluginFailure(ep.name, f"failed to load: {type(exc).__name__}: {exc}"))
             continue
+        record = LoadRecord(ep.value, time.perf_counter() - start,
+                            tuple(m for m in before if m in sys.modules))
+        loads[ep.name] = record
+        if record.heavy_imports:
+            failures.append(PluginFailure(ep.name, _heavy_message(record)))
         if _dist_name(ep) is not None:
             dists[ep.name] = _dist_name(ep)
     failures.extend(check_hooks(pm))
-    return pm, failures, dists
+    return LoadedPlugins(pm, failures, dists, loads)
+
+
+def _heavy_message(record: LoadRecord) -> str:
+    return (
+        f"imports {', '.join(record.heavy_imports)} at import time (loading took "
+        f"{record.seconds:.1f} s), which slows every `keras-tlft list`; import them inside the "
+        "builder instead"
+    )
 
 
 def _name_taken(ep, holder: str | None) -> PluginFailure | None:
