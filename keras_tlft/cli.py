@@ -14,6 +14,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -113,7 +114,7 @@ def _print_whole(table: Table, out: Console) -> None:
 
 
 def cmd_plugins(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry
+    from keras_tlft.registry import get_registry, natural_key
 
     registry = get_registry()
     rows = [
@@ -123,6 +124,17 @@ def cmd_plugins(args, out: Console) -> int:
             "version": p.version,
             "hooks": list(p.hooks),
             "backbones": registry.counts.get(p.name, 0),
+            "api_version": p.api_version,
+            "entry_point": p.entry_point,
+            "module": p.module,
+            "load_seconds": p.load_seconds,
+            "names": sorted((s.name for k, s in registry.specs.items()
+                             if registry.registrant[k] == p.name), key=natural_key),
+            "heads": sorted(n for (kind, n), o in registry.recipe_owner.items()
+                            if kind == "head" and o == p.name),
+            "schedules": sorted(n for (kind, n), o in registry.recipe_owner.items()
+                                if kind == "schedule" and o == p.name),
+            "unavailable": registry.unavailable.get(p.name),
         }
         for p in registry.plugins
     ]
@@ -135,6 +147,20 @@ def cmd_plugins(args, out: Console) -> int:
     if args.json:
         return _print_json({"plugins": rows, "failures": failures, "collisions": collisions,
                             "disabled": registry.disabled})
+    if args.verbose:
+        _render_plugins_verbose(rows, out)
+    else:
+        _render_plugins_table(rows, out)
+    for f in failures:
+        out.print(f"[red]failed[/red] {escape(f['plugin'])}: {escape(f['reason'])}")
+    for c in collisions:
+        out.print(f"[yellow]name collision[/yellow] {escape(c['message'])}")
+    for name in registry.disabled:
+        out.print(f"[dim]disabled[/dim] {escape(name)} (KERAS_TLFT_DISABLE_PLUGINS)")
+    return EXIT_OK
+
+
+def _render_plugins_table(rows: list, out: Console) -> None:
     table = Table(title="keras-tlft plugins")
     for col in ("plugin", "distribution", "version", "backbones", "hooks"):
         table.add_column(col)
@@ -142,12 +168,126 @@ def cmd_plugins(args, out: Console) -> int:
         table.add_row(escape(r["name"]), escape(r["distribution"] or "-"),
                       escape(r["version"] or "-"), str(r["backbones"]), ", ".join(r["hooks"]))
     out.print(table)
-    for f in failures:
-        out.print(f"[red]failed[/red] {escape(f['plugin'])}: {escape(f['reason'])}")
-    for c in collisions:
-        out.print(f"[yellow]name collision[/yellow] {escape(c['message'])}")
-    for name in registry.disabled:
-        out.print(f"[dim]disabled[/dim] {escape(name)} (KERAS_TLFT_DISABLE_PLUGINS)")
+
+
+def _render_plugins_verbose(rows: list, out: Console) -> None:
+    """One block per plugin; long values (paths, name lists) fold, never cut."""
+    for r in rows:
+        api = ("no API declared" if r["api_version"] is None
+               else f"plugin API {r['api_version']}")
+        out.print(f"[bold]{escape(r['name'])}[/bold]  {escape(r['distribution'] or '-')} "
+                  f"{escape(r['version'] or '')}  ({api})", soft_wrap=True)
+        load = f"{r['load_seconds']:.3f} s" if r["load_seconds"] is not None else "-"
+        names = ", ".join(r["names"])
+        fields = [("entry point", r["entry_point"] or "-"), ("module", r["module"] or "-"),
+                  ("load time", load), ("hooks", ", ".join(r["hooks"]) or "-"),
+                  ("backbones", f"{r['backbones']}" + (f": {names}" if names else ""))]
+        if r["heads"]:
+            fields.append(("heads", ", ".join(r["heads"])))
+        if r["schedules"]:
+            fields.append(("schedules", ", ".join(r["schedules"])))
+        if r["backbones"] == 0 and "register_backbones" in r["hooks"]:
+            fields.append(("why 0", r["unavailable"] or "its hook registered nothing"))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="dim")
+        grid.add_column(overflow="fold")
+        for key, value in fields:
+            grid.add_row(key, escape(value))
+        out.print(Padding(grid, (0, 0, 0, 2)))
+
+
+# --- check / new-plugin -----------------------------------------------------------------------
+
+
+def cmd_check(args, out: Console) -> int:
+    from keras_tlft.registry import get_registry
+
+    registry = get_registry()
+    known = {p.name for p in registry.plugins} | {f.plugin for f in registry.failures}
+    if args.plugin is not None and args.plugin not in known:
+        raise UsageError(f"No plugin named {args.plugin!r}; run `keras-tlft plugins` for the "
+                         f"installed ones. Received: plugin={args.plugin!r}")
+    selected = [p for p in sorted(known) if args.plugin in (None, p)]
+    specs = [s for k, s in registry.specs.items() if registry.registrant[k] in selected]
+    specs.sort(key=lambda s: s.key)
+    problems = [{"backbone": None, "plugin": f.plugin, "problem": f.reason}
+                for f in registry.failures if f.plugin in selected]
+    if args.build:
+        _quiet_tensorflow()
+    err = Console(stderr=True, highlight=False, emoji=False)
+    with err.status("checking", spinner="dots") if not args.json else _no_status() as status:
+        for i, spec in enumerate(specs, start=1):
+            if status is not None:
+                status.update(f"checking {escape(spec.key)} ({i}/{len(specs)})")
+            problem = _check_one(spec, args.build)
+            if problem is not None:
+                problems.append({"backbone": spec.key, "plugin": spec.source, "problem": problem})
+    doc = {"plugins": selected, "checked": len(specs), "built": args.build,
+           "failures": problems}
+    if args.json:
+        _print_json(doc)
+    else:
+        _render_check(doc, out)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+class _no_status:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_one(spec, build: bool) -> str | None:
+    """The conformance kit's verdict on one spec: ``None``, or the reason it fails."""
+    from keras_tlft.testing import check_backbone_spec
+
+    side = max(spec.min_input_size, 64)
+    shape = (side, side, spec.default_input_shape[2]) if build else None
+    try:
+        check_backbone_spec(spec, build=build, input_shape=shape)
+    except AssertionError as exc:
+        return str(exc).partition(": ")[2] or str(exc)
+    finally:
+        if build:
+            import keras
+
+            keras.backend.clear_session()
+    return None
+
+
+def _render_check(doc: dict, out: Console) -> None:
+    what = "built and checked" if doc["built"] else "checked (static; --build builds them too)"
+    failed = len(doc["failures"])
+    out.print(f"{doc['checked']} backbones of {escape(', '.join(doc['plugins']) or 'no plugin')} "
+              f"{what}: " + ("[green]all conform[/green]" if not failed
+                             else f"[red]{failed} failure(s)[/red]"), soft_wrap=True)
+    if not failed:
+        return
+    table = Table()
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("backbone", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for f in doc["failures"]:
+        table.add_row(escape(f["plugin"] or "-"), escape(f["backbone"] or "(plugin)"),
+                      escape(f["problem"]))
+    out.print(table)
+
+
+def cmd_new_plugin(args, out: Console) -> int:
+    from keras_tlft.plugin_template import write_plugin_project
+
+    directory = args.directory or f"keras-tlft-{args.name.replace('_', '-')}"
+    written = write_plugin_project(args.name, directory)
+    if args.json:
+        return _print_json({"name": args.name, "directory": directory,
+                            "files": [str(p) for p in written]})
+    out.print(f"Created the plugin project {escape(directory)}:", soft_wrap=True)
+    for path in written:
+        out.print(f"  {escape(str(path))}", soft_wrap=True)
+    out.print(f"Next: cd {escape(directory)} && pip install -e . && python -m pytest && "
+              f"keras-tlft check {escape(args.name)} --build", soft_wrap=True)
     return EXIT_OK
 
 
@@ -429,14 +569,45 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_list)
 
-    p = verb("plugins", ["keras-tlft plugins", "keras-tlft plugins --json",
+    p = verb("plugins", ["keras-tlft plugins", "keras-tlft plugins --verbose",
+                         "keras-tlft plugins --json",
                          "KERAS_TLFT_DISABLE_PLUGINS=keras_hub keras-tlft plugins"],
              help="installed backbone plugins, and any that failed",
              description="Installed plugins, their versions and backbones, the plugins that "
              "failed and why, bare-name collisions, and the plugins disabled by "
              "KERAS_TLFT_DISABLE_PLUGINS.")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="each plugin's entry point, module, load time, plugin API version, "
+                   "names registered, and why it registers no backbones")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document (always with the --verbose details)")
     p.set_defaults(func=cmd_plugins)
+
+    p = verb("check", ["keras-tlft check", "keras-tlft check example --build",
+                       "keras-tlft check keras_cv --json"],
+             help="run the conformance kit over installed plugins' backbones",
+             description="Run keras_tlft.testing.check_backbone_spec over every backbone of the "
+             "installed plugins (or of PLUGIN), plus the plugins' load and registration "
+             "failures. Exit 1 with a table of what fails.")
+    p.add_argument("plugin", nargs="?", metavar="PLUGIN", help="only this plugin's backbones")
+    p.add_argument("--build", action="store_true",
+                   help="also build each backbone offline at a small input (64 pixels, or its "
+                   "minimum) and run it: slow for many backbones")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_check)
+
+    p = verb("new-plugin", ["keras-tlft new-plugin mylab",
+                            "keras-tlft new-plugin mylab --directory plugins/mylab"],
+             help="create a backbone-plugin project whose tests pass out of the box",
+             description="Write a plugin project (pyproject.toml with the entry point, a package "
+             "registering a tiny example backbone, tests running the conformance kit) into "
+             "DIRECTORY (default: keras-tlft-NAME).")
+    p.add_argument("name", metavar="NAME",
+                   help="the plugin's name: lowercase letters, digits and '_' (the entry point "
+                   "and the source of its backbones)")
+    p.add_argument("--directory", metavar="DIR", help="where to write it (must not exist)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_new_plugin)
 
     p = verb(
         "inspect",

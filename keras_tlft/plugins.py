@@ -27,6 +27,8 @@ ENTRY_POINT_GROUP = "keras_tlft"
 STRICT_ENV = "KERAS_TLFT_STRICT_PLUGINS"
 DISABLE_ENV = "KERAS_TLFT_DISABLE_PLUGINS"
 FIRST_PARTY_DISTRIBUTION = "keras-tlft"
+# The name under which keras-tlft registers its own heads and schedule presets.
+DEFAULT_PLUGIN = "keras_tlft"
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,11 @@ def make_plugin_manager() -> LoadedPlugins:
     failures: list[PluginFailure] = []
     dists: dict[str, str] = {}
     loads: dict[str, LoadRecord] = {}
-    for name in disabled_plugins():
+    from keras_tlft import default_plugins
+
+    pm.register(default_plugins, name=DEFAULT_PLUGIN)
+    dists[DEFAULT_PLUGIN] = FIRST_PARTY_DISTRIBUTION
+    for name in disabled_plugins() - {DEFAULT_PLUGIN}:
         pm.set_blocked(name)
     order = sorted(_entry_points(), key=lambda e: (not is_first_party(_dist_name(e)), e.name))
     for ep in order:
@@ -143,6 +149,7 @@ def make_plugin_manager() -> LoadedPlugins:
         start = time.perf_counter()
         try:
             plugin = ep.load()
+            check_api_version(plugin)
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a plugin may raise anything on import
             if strict():
@@ -158,6 +165,30 @@ def make_plugin_manager() -> LoadedPlugins:
             dists[ep.name] = _dist_name(ep)
     failures.extend(check_hooks(pm))
     return LoadedPlugins(pm, failures, dists, loads)
+
+
+def api_version(plugin) -> int | None:
+    """The plugin API version ``plugin`` declares (``KERAS_TLFT_PLUGIN_API``), or ``None``."""
+    return getattr(plugin, hookspecs.PLUGIN_API_ATTRIBUTE, None)
+
+
+def check_api_version(plugin) -> None:
+    """Raise when ``plugin`` declares a plugin API version this keras-tlft does not provide."""
+    declared = api_version(plugin)
+    if declared is None:
+        return
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+        raise TypeError(
+            f"{hookspecs.PLUGIN_API_ATTRIBUTE} must be a positive int such as "
+            f"{hookspecs.PLUGIN_API_VERSION}. Received: "
+            f"{hookspecs.PLUGIN_API_ATTRIBUTE}={declared!r}"
+        )
+    if declared > hookspecs.PLUGIN_API_VERSION:
+        raise RuntimeError(
+            f"the plugin needs keras-tlft plugin API {declared}, but this keras-tlft provides "
+            f"API {hookspecs.PLUGIN_API_VERSION}; upgrade keras-tlft "
+            "(pip install -U keras-tlft)"
+        )
 
 
 def _heavy_message(record: LoadRecord) -> str:
@@ -194,7 +225,8 @@ def check_hooks(pm: pluggy.PluginManager) -> list[PluginFailure]:
             failures.append(
                 PluginFailure(
                     impl.plugin_name,
-                    f"implements unknown hook {name!r}; the known hook is 'register_backbones'",
+                    f"implements unknown hook {name!r}; the known hooks are "
+                    f"{', '.join(known_hooks())}",
                 )
             )
     if failures and strict():
@@ -202,8 +234,17 @@ def check_hooks(pm: pluggy.PluginManager) -> list[PluginFailure]:
     return failures
 
 
-def plugin_infos(pm: pluggy.PluginManager, dists: dict[str, str]) -> list[PluginInfo]:
-    """Describe the registered plugins: name, distribution, version, hooks implemented."""
+def known_hooks() -> list[str]:
+    """The names of the hooks a plugin can implement."""
+    return [n for n in ("register_backbones", "register_heads", "register_schedules",
+                        "plugin_unavailable") if hasattr(hookspecs, n)]
+
+
+def plugin_infos(pm: pluggy.PluginManager, dists: dict[str, str],
+                 loads: dict[str, LoadRecord] | None = None) -> list[PluginInfo]:
+    """Describe the registered plugins: name, distribution, version, hooks implemented, and
+    (from ``loads``) the entry point, the module's file and the load time."""
+    loads = loads or {}
     infos = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
         if plugin is None:  # blocked: a disabled plugin
@@ -216,5 +257,12 @@ def plugin_infos(pm: pluggy.PluginManager, dists: dict[str, str]) -> list[Plugin
             except metadata.PackageNotFoundError:
                 version = None
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
-        infos.append(PluginInfo(name, dist, version, hooks))
+        load = loads.get(name)
+        infos.append(PluginInfo(
+            name, dist, version, hooks,
+            entry_point=load.entry_point if load else getattr(plugin, "__name__", None),
+            module=getattr(plugin, "__file__", None),
+            load_seconds=load.seconds if load else None,
+            api_version=api_version(plugin),
+        ))
     return infos

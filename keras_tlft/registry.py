@@ -23,6 +23,7 @@ from keras_tlft.plugins import (
     strict,
 )
 from keras_tlft.spec import (
+    NAME_PATTERN,
     PREPROCESSING_MODES,
     AmbiguousBackboneError,
     BackboneSpec,
@@ -96,17 +97,35 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self.first_party: set[str] = set(first_party)
         self.disabled: list[str] = []
+        self.unavailable: dict[str, str] = {}
+        # Head presets (name -> factory(num_classes) -> head spec) and schedule presets
+        # (name -> factory(**options) -> Schedule), from the register_heads and
+        # register_schedules hooks; recipe_owner: (kind, name) -> the plugin that registered it.
+        self.heads: dict[str, Callable] = {}
+        self.schedules: dict[str, Callable] = {}
+        self.recipe_owner: dict[tuple[str, str], str] = {}
         self._bare: dict[str, list[str]] = {}
 
     @classmethod
-    def from_plugin_manager(cls, pm, failures=(), dists=None) -> Registry:
-        """Run every plugin's ``register_backbones`` hook into a new registry."""
+    def from_plugin_manager(cls, pm, failures=(), dists=None, loads=None) -> Registry:
+        """Run every plugin's hooks into a new registry (first-party plugins first)."""
         dists = dists or {}
         registry = cls(first_party={p for p, d in dists.items() if is_first_party(d)})
         registry.failures.extend(failures)
-        for impl in pm.hook.register_backbones.get_hookimpls():
+
+        def impls(hook):  # first-party first: their recipe names are kept on a clash
+            return sorted(hook.get_hookimpls(),
+                          key=lambda i: (i.plugin_name not in registry.first_party, i.plugin_name))
+
+        for impl in impls(pm.hook.register_backbones):
             registry.collect(impl.plugin_name, impl.function)
-        registry.plugins = plugin_infos(pm, dists)
+        for kind, hook in (("head", pm.hook.register_heads),
+                           ("schedule", pm.hook.register_schedules)):
+            for impl in impls(hook):
+                registry.collect_recipes(kind, impl.plugin_name, impl.function)
+        for impl in pm.hook.plugin_unavailable.get_hookimpls():
+            registry.collect_unavailable(impl.plugin_name, impl.function)
+        registry.plugins = plugin_infos(pm, dists, loads)
         registry.disabled = sorted(disabled_plugins())
         for failure in registry.failures:
             warnings.warn(f"keras-tlft plugin {failure.plugin!r}: {failure.reason}", stacklevel=2)
@@ -125,6 +144,52 @@ class Registry:
             self.failures.append(
                 PluginFailure(plugin, f"register_backbones raised {type(exc).__name__}: {exc}")
             )
+
+    def collect_recipes(self, kind: str, plugin: str, hook: Callable) -> None:
+        """Call one plugin's ``register_heads`` (``kind="head"``) or ``register_schedules``
+        (``kind="schedule"``) hook; a plugin that raises is recorded, not propagated."""
+        try:
+            hook(register=lambda name, factory: self.register_recipe(kind, name, factory,
+                                                                     plugin))
+        except Exception as exc:
+            if strict():
+                raise
+            self.failures.append(
+                PluginFailure(plugin, f"register_{kind}s raised {type(exc).__name__}: {exc}")
+            )
+
+    def register_recipe(self, kind: str, name: str, factory: Callable,
+                        plugin: str = DIRECT) -> None:
+        """Add one head or schedule preset; an invalid or taken name is recorded as a failure."""
+        table = self.heads if kind == "head" else self.schedules
+        problem = None
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            problem = (f"a {kind} preset name must be letters, digits, '_', '-' or '.', "
+                       f"received {name!r}")
+        elif not callable(factory):
+            problem = f"the {kind} preset {name!r} must be registered with a callable factory"
+        elif name.lower() in table:
+            owner = self.recipe_owner[(kind, name.lower())]
+            problem = (f"the {kind} preset {name!r} is registered twice: by plugin {owner!r} "
+                       f"and by plugin {plugin!r}; the first is kept")
+        if problem is not None:
+            if strict():
+                raise ValueError(f"plugin {plugin!r}: {problem}")
+            self.failures.append(PluginFailure(plugin, problem))
+            return
+        table[name.lower()] = factory
+        self.recipe_owner[(kind, name.lower())] = plugin
+
+    def collect_unavailable(self, plugin: str, hook: Callable) -> None:
+        """Record why ``plugin`` registers nothing now (its ``plugin_unavailable`` hook)."""
+        try:
+            reason = hook()
+        except Exception as exc:
+            if strict():
+                raise
+            reason = f"plugin_unavailable raised {type(exc).__name__}: {exc}"
+        if reason:
+            self.unavailable[plugin] = str(reason)
 
     def register(self, spec: BackboneSpec, plugin: str = DIRECT) -> None:
         """Validate and add one spec; an invalid or duplicate one is recorded as a failure.
@@ -242,8 +307,9 @@ def get_registry(reload: bool = False) -> Registry:
     """The registry of every installed plugin, loaded once per process."""
     global _REGISTRY
     if _REGISTRY is None or reload:
-        pm, failures, dists = make_plugin_manager()
-        _REGISTRY = Registry.from_plugin_manager(pm, failures, dists)
+        loaded = make_plugin_manager()
+        _REGISTRY = Registry.from_plugin_manager(loaded.pm, loaded.failures, loaded.dists,
+                                                 loaded.loads)
     return _REGISTRY
 
 

@@ -391,11 +391,20 @@ PRESET_HELP = (
 )
 
 
+def registered_presets() -> dict:
+    """Every schedule preset: ours (:data:`PRESETS`, registered by
+    :mod:`keras_tlft.default_plugins`) and the plugins' (their ``register_schedules`` hooks)."""
+    from keras_tlft.registry import get_registry
+
+    return get_registry().schedules or PRESETS
+
+
 def parse_preset(text: str) -> Schedule:
     """A schedule from a preset string: ``"gradual"``, ``"two_phase:frozen_epochs=3"``..."""
     name, _, args = text.strip().partition(":")
     key = name.strip().lower().replace("-", "_")
-    if key not in PRESETS:
+    presets = registered_presets()
+    if key not in presets:
         raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}. "
                          f"{_received('schedule', text)}")
     kwargs = {}
@@ -409,7 +418,7 @@ def parse_preset(text: str) -> Schedule:
         except json.JSONDecodeError:
             kwargs[k.strip()] = v.strip()
     try:
-        return PRESETS[key](**kwargs)
+        return presets[key](**kwargs)
     except TypeError as exc:
         raise ValueError(f"Invalid arguments for preset {key!r}: {exc}. "
                          f"{_received('schedule', text)}") from None

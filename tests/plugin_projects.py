@@ -48,7 +48,13 @@ def install_project(root: Path, dist: str, entry_points: dict[str, str],
 
         [project.entry-points.keras_tlft]
         """) + eps + "\n")
-    target = root / f"{dist}-site"
+    return install(project, root / f"{dist}-site")
+
+
+def install(project: Path, target: Path) -> Path:
+    """``pip install --target`` the project folder ``project``; returns ``target``."""
+    # Build with the environment's hatchling when it has one (fast, offline); otherwise pip
+    # fetches hatchling into an isolated build environment, as for any sdist.
     isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
     proc = subprocess.run(
         [PY, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
