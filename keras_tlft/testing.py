@@ -30,13 +30,11 @@ import sys
 from typing import Any, NoReturn
 
 from keras_tlft.blocks import cut_into_blocks
+from keras_tlft.plugins import HEAVY_MODULES  # what a plugin must not import at import time
 from keras_tlft.spec import BackboneSpec, validate_spec
 
 __all__ = ["HEAVY_MODULES", "check_backbone_spec", "check_plugin_module"]
 
-# Modules a plugin must not import at import time: any of them makes `keras-tlft list` take
-# seconds (TensorFlow: 15-18 s measured) instead of a fraction of one.
-HEAVY_MODULES = ("keras", "tensorflow", "torch", "jax", "keras_cv", "keras_hub")
 # How much larger the second build is, to see that the builder honours input_shape.
 _SHAPE_PROBE = 32
 
