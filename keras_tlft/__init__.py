@@ -21,6 +21,7 @@ from keras_tlft.spec import (
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft import heads
+    from keras_tlft.adapters import tokens_as_feature_map
     from keras_tlft.assembly import build_model
     from keras_tlft.blocks import parse_unfreeze
     from keras_tlft.cache import fit_frozen
@@ -69,6 +70,7 @@ _LAZY = {
     "lr_find": "keras_tlft.lr_finder",
     "LRFinderResult": "keras_tlft.lr_finder",
     "FeatureDrift": "keras_tlft.drift",
+    "tokens_as_feature_map": "keras_tlft.adapters",
 }
 
 __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read it
@@ -99,6 +101,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "parse_unfreeze",
     "plan_stages",
     "plateau",
+    "tokens_as_feature_map",
     "two_phase",
 ]
 

@@ -106,8 +106,9 @@ def cut_into_blocks(layers: Sequence, rules: Sequence[BlockRule]) -> list[Block]
         if start is None or start >= len(names) or start <= starts[-1]:
             raise ValueError(
                 f"Block {rule.name!r} has no start: no layer after index {starts[-1]} matches "
-                f"{rule.pattern!r}. The block rules do not fit this model; pass blocks=None to "
-                f"derive blocks from the layer names."
+                f"{rule.pattern!r}. The block rules do not fit this model: fix them, or leave "
+                f"them out (BackboneSpec(blocks=()), the default) to derive blocks from the "
+                f"layer names."
             )
         starts.append(start)
     ends = [s - 1 for s in starts[1:]] + [len(names) - 1]

@@ -113,6 +113,14 @@ def mlp(num_classes: int, units=(256, 128), dropout: float = 0.5) -> str:
 PRESETS = {"gap": gap, "vgg": vgg, "mlp_bn": mlp_bn, "mlp": mlp}
 
 
+def registered_presets() -> dict:
+    """Every head preset: ours (:data:`PRESETS`, registered by
+    :mod:`keras_tlft.default_plugins`) and the plugins' (their ``register_heads`` hooks)."""
+    from keras_tlft.registry import get_registry
+
+    return get_registry().heads or PRESETS
+
+
 def resolve_head(head: str | None, num_classes: int | None) -> list[HeadLayer]:
     """The head layers for ``head`` (a preset name or a spec) and ``num_classes``.
 
@@ -126,13 +134,14 @@ def resolve_head(head: str | None, num_classes: int | None) -> list[HeadLayer]:
         )
     if head is None:
         head = "gap"
-    if isinstance(head, str) and head.strip().lower() in PRESETS:
+    presets = registered_presets()
+    if isinstance(head, str) and head.strip().lower() in presets:
         if num_classes is None:
             raise ValueError(
                 f"The head preset {head!r} needs num_classes, or write the whole head as a spec "
                 f"such as 'gap,dense:10:softmax'. Received: head={head!r}, num_classes=None"
             )
-        return parse_head_spec(PRESETS[head.strip().lower()](num_classes))
+        return parse_head_spec(presets[head.strip().lower()](num_classes))
     layers = parse_head_spec(head)
     if layers[-1].kind != "dense":
         if num_classes is None:

@@ -35,7 +35,9 @@ def inspect_backbone(
     With ``schedule`` (a preset, a JSON file or a mapping, as ``ProgressiveUnfreeze`` takes it)
     the report gains ``plan``: the schedule stage by stage, computed by the code the callback
     runs (:func:`keras_tlft.plan.plan_stages`), for ``epochs`` and the optimizer's
-    ``learning_rate`` when given.
+    ``learning_rate`` when given; each stage's ``model_trainable_params`` counts the whole
+    model (head included). The report's totals are then those of stage 0 (where training
+    starts), so ``unfreeze`` cannot be given too.
     """
     spec = get_backbone(name)
     state = parse_unfreeze(unfreeze) if unfreeze is not None else None
@@ -48,6 +50,11 @@ def inspect_backbone(
     if schedule is not None:
         from keras_tlft.schedule import parse_schedule
 
+        if state is not None:
+            raise ValueError(
+                "unfreeze and schedule exclude each other: the schedule's stage 0 sets what "
+                f"trains first. Received: unfreeze={unfreeze!r}, schedule={schedule!r}"
+            )
         schedule = parse_schedule(schedule)
     shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
     if head_layers is not None:
@@ -57,6 +64,8 @@ def inspect_backbone(
     else:
         model = backbone = load_backbone(spec, shape, None, include_top)
     blocks = cut_into_blocks(backbone.layers, spec.blocks)
+    if schedule is not None:  # the totals are those of stage 0, where training starts
+        state, train_bn = schedule.resolve(len(blocks))[0].unfreeze, schedule.train_bn
     if state is not None:
         apply_unfreeze(backbone.layers, blocks, state, train_bn=train_bn, container=backbone)
 
@@ -85,6 +94,9 @@ def inspect_backbone(
         report["schedule"] = schedule.to_json()
         report["plan"] = plan_stages(backbone.layers, blocks, schedule, epochs=epochs,
                                      learning_rate=learning_rate, container=backbone)
+        head_trainable = trainable - count_weights(backbone.trainable_weights)
+        for stage in report["plan"]:  # the whole model's, as the totals count
+            stage["model_trainable_params"] = stage["trainable_params"] + head_trainable
     if include_layers:
         block_of = {i: b.name for b in blocks for i in b.indices()}
         report["layer_table"] = [

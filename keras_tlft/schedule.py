@@ -442,9 +442,17 @@ PRESET_HELP = (
 )
 
 
+def registered_presets() -> dict:
+    """Every schedule preset: ours (:data:`PRESETS`, registered by
+    :mod:`keras_tlft.default_plugins`) and the plugins' (their ``register_schedules`` hooks)."""
+    from keras_tlft.registry import get_registry
+
+    return get_registry().schedules or PRESETS
+
+
 def preset_options(name: str) -> tuple[str, ...]:
     """The options preset ``name`` takes: its own, then :data:`COMMON_OPTIONS`."""
-    params = inspect.signature(PRESETS[name]).parameters.values()
+    params = inspect.signature(registered_presets()[name]).parameters.values()
     return (*(p.name for p in params if p.kind is not p.VAR_KEYWORD), *COMMON_OPTIONS)
 
 
@@ -472,11 +480,12 @@ def parse_preset(text: str) -> Schedule:
     """A schedule from a preset string: ``"gradual"``, ``"two_phase:frozen_epochs=3"``..."""
     name, _, args = text.strip().partition(":")
     key = name.strip().lower().replace("-", "_")
-    if key not in PRESETS:
+    presets = registered_presets()
+    if key not in presets:
         if _looks_like_a_path(name):
             raise ValueError(f"Schedule file {text!r} does not exist (and it is not a preset: "
                              f"expected {PRESET_HELP}). {_received('schedule', text)}")
-        hint = did_you_mean(closest_names(key, list(PRESETS)))
+        hint = did_you_mean(closest_names(key, list(presets)))
         raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}.{hint} "
                          f"{_received('schedule', text)}")
     kwargs = {}
@@ -497,7 +506,7 @@ def parse_preset(text: str) -> Schedule:
         raise ValueError(f"Invalid arguments for preset {key!r}: {problem}. "
                          f"{_received('schedule', text)}")
     try:
-        return PRESETS[key](**kwargs)
+        return presets[key](**kwargs)
     except TypeError as exc:  # a required option left out: fine_tune_at without layer
         raise ValueError(f"Invalid arguments for preset {key!r}: {exc}. "
                          f"{_received('schedule', text)}") from None

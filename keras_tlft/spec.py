@@ -24,6 +24,7 @@ __all__ = [
     "UnknownBackboneError",
     "closest_names",
     "did_you_mean",
+    "NAME_PATTERN",
     "normalize",
     "validate_spec",
 ]
@@ -74,6 +75,9 @@ class BackboneSpec:
             itself), or a callable returning a Keras layer that maps raw 0-255 pixels to the
             backbone's input.
         weights: the pretrained weights the builder can load (``("imagenet",)``).
+        offline_weights: those of ``weights`` that load with no network (shipped inside an
+            installed package rather than downloaded); ``keras-tlft list`` and ``inspect``
+            mark them.
         blocks: the block rules, first block first; unfreezing works block by block.
     """
 
@@ -88,6 +92,7 @@ class BackboneSpec:
     params: int | None = None
     preprocessing: Any = "none"
     weights: tuple[str, ...] = ()
+    offline_weights: tuple[str, ...] = ()
     blocks: tuple[BlockRule, ...] = field(default_factory=tuple)
 
     @property
@@ -114,35 +119,111 @@ class AmbiguousBackboneError(ValueError):
     """More than one source registers that bare name."""
 
 
+# What a name may look like: letters, digits, "_", "-" and "."; no ":" (it separates the source),
+# no spaces (a CLI argument).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
 def validate_spec(spec: Any) -> str | None:
-    """Why ``spec`` cannot be registered, or ``None`` when it is valid."""
+    """Why ``spec`` cannot be registered, or ``None`` when it is valid.
+
+    These are every check that needs no model: ``register()`` applies them, and
+    :func:`keras_tlft.testing.check_backbone_spec` applies exactly these before building.
+    """
     if not isinstance(spec, BackboneSpec):
         return f"register() expects a BackboneSpec, received {type(spec).__name__}"
-    problems = []
-    if not isinstance(spec.name, str) or not normalize(spec.name):
-        problems.append(f"name must be a non-empty string, received {spec.name!r}")
+    problems = [*_name_problems(spec), *_shape_problems(spec), *_block_problems(spec)]
     if not callable(spec.builder):
         problems.append("builder must be callable")
-    shape = spec.default_input_shape
-    if not (
-        isinstance(shape, tuple)
-        and len(shape) == 3
-        and all(isinstance(d, int) and d > 0 for d in shape)
+    if spec.params is not None and (
+        isinstance(spec.params, bool) or not isinstance(spec.params, int) or spec.params < 0
     ):
-        problems.append(f"default_input_shape must be 3 positive ints, received {shape!r}")
-    if spec.params is not None and (not isinstance(spec.params, int) or spec.params < 0):
         problems.append(f"params must be a non-negative int or None, received {spec.params!r}")
     if not (callable(spec.preprocessing) or spec.preprocessing in PREPROCESSING_MODES):
         problems.append(
             f"preprocessing must be one of {PREPROCESSING_MODES} or a callable, "
             f"received {spec.preprocessing!r}"
         )
-    if not all(isinstance(b, BlockRule) for b in spec.blocks):
-        problems.append("blocks must be a tuple of BlockRule")
-    if not isinstance(spec.aliases, tuple) or not all(isinstance(a, str) for a in spec.aliases):
-        problems.append("aliases must be a tuple of strings")
+    if not _strings(spec.weights):
+        problems.append(f"weights must be a tuple of strings, received {spec.weights!r}")
+    elif not isinstance(spec.offline_weights, tuple) or not all(
+        w in spec.weights for w in spec.offline_weights
+    ):
+        problems.append(
+            f"offline_weights must be a tuple of names from weights {spec.weights!r}, "
+            f"received {spec.offline_weights!r}"
+        )
     return "; ".join(problems) or None
 
+
+def _strings(value) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+
+
+def _name_problems(spec: BackboneSpec) -> list[str]:
+    problems = []
+    if not isinstance(spec.name, str) or not normalize(spec.name):
+        problems.append(f"name must be a non-empty string, received {spec.name!r}")
+    elif not NAME_PATTERN.fullmatch(spec.name):
+        problems.append(_bad_name("name", spec.name))
+    if not _strings(spec.aliases):
+        problems.append("aliases must be a tuple of strings")
+    else:
+        problems += [_bad_name("alias", a) for a in spec.aliases if not NAME_PATTERN.fullmatch(a)]
+    source = spec.source
+    if not isinstance(source, str) or (source and not NAME_PATTERN.fullmatch(source)):
+        problems.append(_bad_name("source", spec.source))
+    return problems
+
+
+def _bad_name(field_name: str, value) -> str:
+    return (
+        f"{field_name} {value!r} must be letters, digits, '_', '-' or '.' (no ':', no spaces: "
+        "users type it as NAME or SOURCE:NAME)"
+    )
+
+
+def _shape_problems(spec: BackboneSpec) -> list[str]:
+    shape = spec.default_input_shape
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        return [f"default_input_shape must be 3 positive ints, received {shape!r}"]
+    size = spec.min_input_size
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        return [f"min_input_size must be a positive int, received {size!r}"]
+    if size > min(shape[:2]):
+        return [
+            f"min_input_size ({size}) is larger than default_input_shape {shape}; the default "
+            "input must be a valid input"
+        ]
+    return []
+
+
+def _block_problems(spec: BackboneSpec) -> list[str]:
+    if not isinstance(spec.blocks, tuple) or not all(isinstance(b, BlockRule) for b in spec.blocks):
+        return ["blocks must be a tuple of BlockRule"]
+    problems = []
+    names = [rule.name for rule in spec.blocks]
+    duplicates = sorted({n for n in names if names.count(n) > 1}, key=str)
+    if duplicates:
+        problems.append(f"block names must be unique; repeated: {', '.join(map(str, duplicates))}")
+    for rule in spec.blocks:
+        if not isinstance(rule.name, str) or not rule.name:
+            problems.append(f"a block's name must be a non-empty string, received {rule.name!r}")
+        if not isinstance(rule.pattern, str):
+            problems.append(f"block {rule.name!r}: pattern must be a string")
+            continue
+        try:
+            re.compile(rule.pattern)
+        except re.error as exc:
+            problems.append(
+                f"block {rule.name!r}: pattern {rule.pattern!r} is not a valid regular "
+                f"expression ({exc})"
+            )
+    return problems
 
 
 def closest_names(name: str, names: Sequence[str], n: int = 3, cutoff: float = 0.6) -> list[str]:

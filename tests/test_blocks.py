@@ -60,7 +60,8 @@ def test_after_rules_start_a_block_after_the_named_layer():
 
 def test_rules_that_do_not_fit_the_model_say_so():
     model = tiny_backbone()
-    with pytest.raises(ValueError, match="Block 'stage9' has no start.*blocks=None"):
+    advice = r"Block 'stage9' has no start.*BackboneSpec\(blocks=\(\)\)"
+    with pytest.raises(ValueError, match=advice):
         cut_into_blocks(model.layers, RULES + (BlockRule("stage9", "^stage9_"),))
 
 

@@ -140,3 +140,157 @@ def test_inspect_schedule_prints_the_plan_the_callback_would_run(capsys):
 def test_inspect_bad_schedule_exits_2(capsys):
     assert main(["inspect", "vgg16", "--schedule", "gradul"]) == 2
     assert "Unknown schedule 'gradul'" in capsys.readouterr().err
+
+
+# --- user text is printed verbatim, never read as markup ------------------------------------
+
+FUZZ_ALPHABET = "abcxyz019_-.,:;=*?![]/\\()'\"{}<>@#$%^&|~`é→"
+
+
+def _fuzz_texts(n=40, seed=20261202):
+    import random
+
+    rng = random.Random(seed)
+    texts = ["[/x]", "vgg16[x]", "[bold]", "gap,[bold]x", ":thumbs_up:", "[red]a[/red]", "\\[x]"]
+    while len(texts) < n:
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(1, 12)))
+        cut = rng.randint(0, len(text))
+        texts.append(text[:cut] + rng.choice("[]") + text[cut:])  # always some markup syntax
+    return [t for t in texts if not t.startswith("from:") and not t.endswith(".keras")]
+
+
+@pytest.mark.parametrize("option", ["name", "--head", "--unfreeze", "--schedule",
+                                    "--input-shape", "list --source"])
+def test_fuzzed_cli_input_is_echoed_verbatim_on_one_line_with_exit_2(option, capsys):
+    for text in _fuzz_texts():
+        if option == "name":
+            args = ["inspect", "--", text]
+        elif option == "list --source":
+            args = ["list", f"--source={text}"]
+        else:
+            args = ["inspect", "vgg16", f"{option}={text}"]
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
+        assert repr(text) in err, (args, err)
+
+
+def test_list_pattern_with_markup_characters_is_a_wildcard_not_markup(capsys):
+    assert main(["list", "vgg1[6]"]) == 0
+    out = capsys.readouterr().out
+    assert "vgg16 " in out and "vgg19" not in out
+    for text in _fuzz_texts():
+        assert main(["list", "--", text]) == 0, text
+        capsys.readouterr()
+
+
+def test_a_bug_in_our_code_exits_1_with_a_debug_hint(monkeypatch, capsys):
+    from keras_tlft import report
+
+    def buggy(*args, **kwargs):
+        return None + 1  # a TypeError no user input caused
+
+    monkeypatch.setattr(report, "inspect_backbone", buggy)
+    assert main(["inspect", "vgg16"]) == 1
+    err = capsys.readouterr().err
+    assert "error: TypeError: unsupported operand type(s)" in err
+    assert "rerun with --debug for the traceback" in " ".join(err.split())
+
+
+def test_a_value_error_raised_inside_keras_is_a_failure_not_bad_input(monkeypatch, capsys):
+    from keras_tlft import report
+
+    namespace = {"__name__": "keras.src.layers.fake"}
+    exec("def build(*a, **k):\n    raise ValueError('Bad kernel. Received: kernel=3')", namespace)
+    monkeypatch.setattr(report, "inspect_backbone", namespace["build"])
+    assert main(["inspect", "vgg16"]) == 1
+    assert "rerun with --debug" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("args", [["--debug", "inspect", "vgg17"], ["inspect", "vgg17", "--debug"],
+                                  ["inspect", "--debug", "vgg17"]])
+def test_debug_is_accepted_before_and_after_the_verb(args):
+    from keras_tlft import UnknownBackboneError
+
+    with pytest.raises(UnknownBackboneError):
+        main(args)
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+def test_list_sorts_numbers_by_value_and_filters_by_wildcard(capsys):
+    assert main(["list", "resnet1*", "--source", "applications", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert names == ["resnet101", "resnet101_v2", "resnet152", "resnet152_v2"]
+    assert main(["list", "applications:resnet*", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert names[:3] == ["resnet50", "resnet50_v2", "resnet101"]
+
+
+def test_list_offline_weights_filter_keeps_only_backbones_with_offline_weights(monkeypatch,
+                                                                                 capsys):
+    import dataclasses
+
+    from keras_tlft import registry
+
+    reg = registry.get_registry()
+    key = next(k for k, s in reg.specs.items() if s.key == "applications:mobilenet_v2")
+    monkeypatch.setitem(reg.specs, key, dataclasses.replace(
+        reg.specs[key], weights=("imagenet",), offline_weights=("imagenet",)))
+    assert main(["list", "--offline-weights", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in rows] == ["applications:mobilenet_v2"]
+    assert rows[0]["offline_weights"] == ["imagenet"]
+
+
+def test_list_piped_prints_plain_whole_columns(capsys):
+    assert main(["list", "--source", "keras_hub"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "source", "family", "parameters", "input", "blocks",
+                                "offline"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert "│" not in "".join(lines) and "…" not in "".join(lines)
+    assert ["resnet_vd_50_ssld_v2_fix_imagenet", "keras_hub"] in [ln.split()[:2] for ln in lines]
+
+
+def test_list_in_a_narrow_terminal_cuts_no_column(monkeypatch, capsys):
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["list", "--source", "keras_hub"]) == 0
+    import re
+
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "│" in out and "…" not in out
+    assert "resnet_vd_50_ssld_v2_fix_imagenet" in out and "keras_hub" in out
+
+
+# --- help --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", ["list", "plugins", "inspect", "bench"])
+def test_every_verb_help_has_examples(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  keras-tlft " + verb in out
+
+
+# --- inspect -----------------------------------------------------------------------------------
+
+
+def test_inspect_schedule_totals_are_those_of_stage_0(capsys):
+    args = ["inspect", "vgg16", "--input-shape", "32,32,3", "--schedule", "gradual:every=2",
+            "--epochs", "4", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["plan"][0]["model_trainable_params"] == doc["trainable_params"] == 0
+    assert main(args[:-1]) == 0
+    out = capsys.readouterr().out
+    assert "(head included)" in " ".join(out.split())
+
+
+def test_inspect_unfreeze_and_schedule_exclude_each_other(capsys):
+    assert main(["inspect", "vgg16", "--unfreeze", "1", "--schedule", "two_phase"]) == 2
+    assert "unfreeze and schedule exclude each other" in capsys.readouterr().err

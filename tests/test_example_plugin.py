@@ -5,7 +5,6 @@ running environment; the CLI then runs in a subprocess with that folder on ``PYT
 keras-tlft finds the plugin through its ``keras_tlft`` entry point (its ``.dist-info``).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_projects import install
 
 from keras_tlft.testing import check_backbone_spec
 
@@ -23,16 +23,7 @@ PY = sys.executable
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A folder holding the installed example plugin (``pip install --target``)."""
-    target = tmp_path_factory.mktemp("example_site")
-    # Build with the environment's hatchling when it has one (fast, offline); otherwise pip
-    # fetches hatchling into an isolated build environment, as for any sdist.
-    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
-    proc = subprocess.run(
-        [PY, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
-         "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    target = install(EXAMPLE, tmp_path_factory.mktemp("example_site"))
     assert list(target.glob("keras_tlft_example-*.dist-info"))
     return target
 

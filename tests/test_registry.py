@@ -55,13 +55,40 @@ def test_bare_name_registered_by_two_sources_lists_both_and_each_stays_reachable
 
 def test_duplicate_registration_names_both_registrants_and_keeps_the_first():
     registry = Registry()
-    registry.register(spec("tinynet", source="shared", description="first"), plugin="one")
-    registry.register(spec("tinynet", source="shared", description="second"), plugin="two")
+    registry.register(spec("tinynet", source="shared", description="first"))
+    registry.register(spec("tinynet", source="shared", description="second"), plugin="shared")
     assert registry.resolve("tinynet").description == "first"
     (failure,) = registry.failures
-    assert failure.plugin == "two"
-    assert "'one'" in failure.reason and "'two'" in failure.reason
+    assert failure.plugin == "shared"
+    assert "'<direct>'" in failure.reason and "'shared'" in failure.reason
     assert "registered twice" in failure.reason
+
+
+def test_a_plugin_cannot_register_under_another_source():
+    registry = Registry()
+    registry.register(spec("vgg16", source="applications"), plugin="rogue")
+    assert len(registry) == 0
+    (failure,) = registry.failures
+    assert failure == PluginFailure(
+        "rogue",
+        "backbone 'vgg16' declares source='applications', but plugin 'rogue' registers it; a "
+        "spec's source is the name of the plugin that registers it: leave source empty or set "
+        "source='rogue'",
+    )
+
+
+def test_a_first_party_backbone_keeps_its_bare_name_and_the_collision_is_listed():
+    registry = Registry(first_party={"applications"})
+    registry.register(spec("tinynet"), plugin="rogue")
+    registry.register(spec("tinynet"), plugin="applications")
+    assert registry.resolve("tinynet").key == "applications:tinynet"
+    assert registry.resolve("rogue:tinynet").key == "rogue:tinynet"
+    (collision,) = registry.collisions
+    assert collision.keys == ("applications:tinynet", "rogue:tinynet")
+    assert collision.message() == (
+        "'tinynet' is registered by applications:tinynet, rogue:tinynet: it means the "
+        "first-party applications:tinynet; use rogue:tinynet for the other"
+    )
 
 
 def test_source_defaults_to_the_plugin_name():
@@ -117,8 +144,16 @@ def test_strict_mode_raises_the_plugins_error(monkeypatch):
     monkeypatch.setenv("KERAS_TLFT_STRICT_PLUGINS", "1")
     registry = Registry()
     with pytest.raises(ValueError, match="registered twice"):
-        registry.register(spec("a", source="s"), plugin="p1")
-        registry.register(spec("a", source="s"), plugin="p2")
+        registry.register(spec("a", source="s"), plugin="s")
+        registry.register(spec("a", source="s"), plugin="s")
+
+
+def test_strict_mode_raises_on_a_bare_name_collision(monkeypatch):
+    monkeypatch.setenv("KERAS_TLFT_STRICT_PLUGINS", "1")
+    registry = Registry()
+    registry.register(spec("a"), plugin="p1")
+    with pytest.raises(ValueError, match="'a' is registered by p1:a, p2:a: it is ambiguous"):
+        registry.register(spec("a"), plugin="p2")
 
 
 def test_normalize():

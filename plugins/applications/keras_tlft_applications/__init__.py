@@ -14,6 +14,7 @@ from keras_tlft import BackboneSpec, BlockRule, hookimpl
 from keras_tlft_applications.architectures import ARCHITECTURES
 
 SOURCE = "applications"
+KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
 
 
 def build(constructor: str, input_shape, weights, include_top):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from keras_tlft import BackboneSpec, BlockRule, hookimpl
 
 __version__ = "0.1.0"
+KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
 
 
 def build_tiny_convnet(input_shape=(32, 32, 3), weights=None, include_top=False):

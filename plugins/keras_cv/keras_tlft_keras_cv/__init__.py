@@ -22,6 +22,7 @@ from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_cv.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_cv"
+KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
 INSTALL_HINT = "pip install 'keras-tlft[keras-cv]'"
 LIBRARY = PresetLibrary(module="keras_cv", source=SOURCE, install_hint=INSTALL_HINT)
 
@@ -70,3 +71,9 @@ def register_backbones(register):
         return
     for spec in SPECS:
         register(spec)
+
+
+@hookimpl
+def plugin_unavailable():
+    """Why nothing is registered: keras-cv is not installed (and the command that installs it)."""
+    return None if is_available() else f"keras-cv is not installed: {INSTALL_HINT}"

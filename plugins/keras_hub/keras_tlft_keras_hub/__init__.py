@@ -29,6 +29,7 @@ from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_hub"
+KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
 INSTALL_HINT = "pip install 'keras-tlft[keras-hub]'"
 LIBRARY = PresetLibrary(module="keras_hub", source=SOURCE, install_hint=INSTALL_HINT)
 
@@ -96,3 +97,9 @@ def register_backbones(register):
         return
     for spec in SPECS:
         register(spec)
+
+
+@hookimpl
+def plugin_unavailable():
+    """Why nothing is registered: keras-hub is not installed (and the command that installs it)."""
+    return None if is_available() else f"keras-hub is not installed: {INSTALL_HINT}"
