@@ -51,6 +51,7 @@ def cmd_list(args, out: Console) -> int:
             "blocks": len(s.blocks),
             "preprocessing": s.preprocessing if isinstance(s.preprocessing, str) else "custom",
             "weights": list(s.weights),
+            "offline_weights": list(s.offline_weights),
             "description": s.description,
         }
         for s in specs
@@ -59,11 +60,15 @@ def cmd_list(args, out: Console) -> int:
         return _print_json(rows)
     table = Table(title=f"{len(rows)} backbones")
     for col, justify in [("name", "left"), ("source", "left"), ("family", "left"),
-                         ("parameters", "right"), ("input", "right"), ("blocks", "right")]:
-        table.add_column(col, justify=justify, no_wrap=col in ("name", "parameters", "input"))
+                         ("parameters", "right"), ("input", "right"), ("blocks", "right"),
+                         ("offline", "left")]:
+        table.add_column(col, justify=justify,
+                         no_wrap=col in ("name", "parameters", "input", "offline"))
     for r in rows:
         table.add_row(r["name"], r["source"], r["family"], _fmt_int(r["params"]),
-                      _shape(r["default_input_shape"]), str(r["blocks"] or "derived"))
+                      _shape(r["default_input_shape"]), str(r["blocks"] or "derived"),
+                      ", ".join(r["offline_weights"]) or "-")
+    table.caption = "offline: pretrained weights that load with no network"
     out.print(table)
     return EXIT_OK
 
@@ -179,6 +184,10 @@ def _render_inspect(r: dict, out: Console) -> None:
     totals.add_row("trainable", _fmt_int(r["trainable_params"]))
     totals.add_row("non-trainable", _fmt_int(r["non_trainable_params"]))
     out.print(totals)
+    if r.get("weights"):
+        offline = set(r.get("offline_weights", ()))
+        names = [f"{w} (offline)" if w in offline else w for w in r["weights"]]
+        out.print(f"pretrained weights: {', '.join(names)}")
     if r.get("plan"):
         _render_plan(r["plan"], out)
 

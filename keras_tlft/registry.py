@@ -54,6 +54,9 @@ class BackboneSpec:
             itself), or a callable returning a Keras layer that maps raw 0-255 pixels to the
             backbone's input.
         weights: the pretrained weights the builder can load (``("imagenet",)``).
+        offline_weights: those of ``weights`` that load with no network (shipped inside an
+            installed package rather than downloaded); ``keras-tlft list`` and ``inspect``
+            mark them.
         blocks: the block rules, first block first; unfreezing works block by block.
     """
 
@@ -68,6 +71,7 @@ class BackboneSpec:
     params: int | None = None
     preprocessing: Any = "none"
     weights: tuple[str, ...] = ()
+    offline_weights: tuple[str, ...] = ()
     blocks: tuple[BlockRule, ...] = field(default_factory=tuple)
 
     @property
@@ -119,6 +123,13 @@ def validate_spec(spec: Any) -> str | None:
         )
     if not all(isinstance(b, BlockRule) for b in spec.blocks):
         problems.append("blocks must be a tuple of BlockRule")
+    if not isinstance(spec.offline_weights, tuple) or not all(
+        w in spec.weights for w in spec.offline_weights
+    ):
+        problems.append(
+            f"offline_weights must be a tuple of names from weights {spec.weights!r}, "
+            f"received {spec.offline_weights!r}"
+        )
     if not isinstance(spec.aliases, tuple) or not all(isinstance(a, str) for a in spec.aliases):
         problems.append("aliases must be a tuple of strings")
     return "; ".join(problems) or None
