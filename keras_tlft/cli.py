@@ -369,6 +369,10 @@ def _render_inspect(r: dict, out: Console) -> None:
     totals.add_row("trainable", _fmt_int(r["trainable_params"]))
     totals.add_row("non-trainable", _fmt_int(r["non_trainable_params"]))
     out.print(totals)
+    if r.get("weights"):
+        offline = set(r.get("offline_weights", ()))
+        names = [f"{w} (offline)" if w in offline else w for w in r["weights"]]
+        out.print(escape(f"pretrained weights: {', '.join(names)}"))
     if r.get("plan"):
         _render_plan(r["plan"], out)
 

@@ -77,6 +77,8 @@ def inspect_backbone(
         "family": spec.family,
         "input_shape": list(shape),
         "include_top": include_top,
+        "weights": list(spec.weights),
+        "offline_weights": list(spec.offline_weights),
         "head": format_head_spec(head_layers) if head_layers is not None else None,
         "unfreeze": str(state) if state is not None else None,
         "train_bn": train_bn,

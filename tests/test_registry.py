@@ -106,6 +106,8 @@ def test_source_defaults_to_the_plugin_name():
         ({"name": "x", "builder": _builder, "params": -1}, "params must be"),
         ({"name": "x", "builder": _builder, "preprocessing": "bgr"}, "preprocessing must be"),
         ({"name": "x", "builder": _builder, "blocks": (("b1", "^b1"),)}, "BlockRule"),
+        ({"name": "x", "builder": _builder, "weights": ("imagenet",),
+          "offline_weights": ("imagenet21k",)}, "offline_weights must be a tuple of names from"),
     ],
 )
 def test_invalid_spec_is_recorded_with_the_reason(bad, words):

