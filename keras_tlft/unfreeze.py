@@ -16,7 +16,13 @@ import keras
 import numpy as np
 
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
-from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
+from keras_tlft.discovery import (
+    Backbone,
+    blocks_argument,
+    describe_source,
+    find_backbone,
+    locate_backbone,
+)
 from keras_tlft.optim import StagedOptimizer, retrace
 from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_at_epoch, stage_error
 from keras_tlft.schedule import MAX_STAGES, Schedule, parse_schedule
@@ -76,10 +82,21 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             nested model, or the last backbone layer when its layers sit directly in the model),
             or a layer object (a nested model, or the base model whose layers the model reuses,
             as in `Model(base.input, head(base.output))`).
-        blocks: `None` (from the registry when the backbone is known, else derived from the
-            layer names and printed with `verbose`), a registered backbone name, or a list of
-            `BlockRule`.
-        verbose: 0 is silent, 1 prints the blocks and one line per stage change.
+        blocks: `None` (the spec `build_model` attached; else the registered architecture
+            whose block rules fit the backbone's layers, whatever its name, input size or
+            width; else derived from the layer names and printed), a registered backbone name
+            (its rules), a list of `BlockRule` or `(name, pattern[, after])`, or a callable
+            mapping each layer to its block's name (`None`: the block before).
+        verbose: 0 is silent, 1 prints the blocks, how they were found, and one line per stage
+            change.
+        resume_from: the `.keras` file the model was loaded from, to resume fine-tuning with
+            its optimizer state: `keras.saving.load_model` builds the optimizer for the
+            variables trainable when the file was saved and so skips the saved state, which
+            was built for every variable the schedule can unfreeze; the callback builds that
+            layout again and loads the state (and its own stage records) from the file.
+        allow_empty_stages: a stage that trains no new parameter (its new blocks hold only
+            frozen BatchNorm layers or no weights) is a `ValueError` before training; `True`
+            makes it a warning, for a schedule that does so on purpose.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
@@ -102,7 +119,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, **options):
+    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, resume_from=None,
+                 allow_empty_stages=False, **options):
         super().__init__()
         self.schedule: Schedule = parse_schedule(schedule, **options)
         if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
@@ -115,6 +133,18 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         self.verbose = verbose
+        if resume_from is not None and not str(resume_from).endswith(".keras"):
+            raise ValueError(
+                "resume_from must be None or the path of the .keras file the model was loaded "
+                f"from. Received: resume_from={resume_from!r}"
+            )
+        self.resume_from = None if resume_from is None else str(resume_from)
+        if not isinstance(allow_empty_stages, bool):
+            raise ValueError(
+                "allow_empty_stages must be True or False. "
+                f"Received: allow_empty_stages={allow_empty_stages!r}"
+            )
+        self.allow_empty_stages = allow_empty_stages
         self._prepared = False
         self._in_epoch = False  # on_test_end also runs in a plain evaluate()
 
@@ -140,15 +170,57 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # Blocks derived from layer names are a guess: always show it (known ones with verbose).
         if self.verbose or source == "derived":
             self._print_blocks()
+        union = self._union_variables()
+        built_elsewhere = self._built_without_steps(model)
         self.staged = StagedOptimizer.install(model)
-        self.staged.build(self._union_variables())
+        self.staged.build(union)
         self._state_epochs = self.staged.state_variable(
             "tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
         self._state_iterations = self.staged.state_variable(
             "tlft_stage_iterations", (MAX_STAGES,), "int32", -1)
         self._state_plateau = self.staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
+        if self.resume_from is not None:
+            self._restore_optimizer(self.resume_from)
+        elif built_elsewhere:
+            warnings.warn(
+                "ProgressiveUnfreeze found the optimizer already built but never stepped, as "
+                "keras.saving.load_model leaves it: if this model was loaded from a .keras file "
+                "saved during fine-tuning, Keras skipped the optimizer state saved in it (the "
+                "callback had built the optimizer for every variable the schedule can unfreeze, "
+                "the load builds it for those trainable when the file was saved), so training "
+                "resumes with a fresh optimizer state and stage records. To keep them, pass "
+                "resume_from='PATH.keras'.",
+                stacklevel=3,
+            )
         self._stage_blocks_cache: dict[int, set[int]] = {}
         self._prepared = True
+
+    @staticmethod
+    def _built_without_steps(model) -> bool:
+        from keras_tlft.optim import innermost_optimizer
+
+        inner = innermost_optimizer(model.optimizer)
+        return (inner.built and getattr(inner, "_tlft_staged", None) is None
+                and int(keras.ops.convert_to_numpy(inner.iterations)) == 0)
+
+    def _restore_optimizer(self, path: str) -> None:
+        """Load the optimizer variables saved in ``path`` into the optimizer, now built with the
+        layout it had when the file was saved (``Model.load_weights`` of a ``.keras`` file loads
+        the optimizer too; Keras warns and skips it when the variable counts differ)."""
+        expected = len(self.model.optimizer.variables)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.model.load_weights(path)
+        skipped = [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
+        for w in caught:
+            if w not in skipped:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if skipped:
+            raise ValueError(
+                f"Cannot restore the optimizer state saved in {path}: {skipped[0].message} "
+                f"Expected a file saved during a fit with this callback, this schedule and this "
+                f"optimizer ({expected} optimizer variables here). Received: resume_from={path!r}"
+            )
 
     def _apply(self, stage):
         bb = self.found
@@ -160,22 +232,54 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         the optimizer exactly as the interrupted one did)."""
         bb = self.found
         union: set[int] = set()
+        previous: set[int] = set()
         with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
                 try:
-                    self._apply(stage)
+                    unfrozen = self._apply(stage)
                 except ValueError as exc:
                     raise stage_error(self.schedule, i, stage, exc) from None
                 union.update(id(v) for v in self.model.trainable_variables)
+                trained = {id(v) for layer in bb.layers for v in layer.trainable_weights}
+                asked = stage.unfreeze.kind != "none" and (
+                    i == 0 or stage.unfreeze != self.stages[i - 1].unfreeze)
+                if asked and (not trained or trained == previous):
+                    self._empty_stage(i, stage, unfrozen, previous)
+                previous = trained
         ordered = [v for v in self.model.variables if id(v) in union]
         seen: set[int] = set()
         return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
+
+    def _empty_stage(self, index, stage, unfrozen, previous) -> None:
+        """A stage that asks for more blocks but trains no new parameter: an error, or a
+        warning with ``allow_empty_stages=True``."""
+        bb = self.found
+        blocks = sorted({int(self._block_of[i]) for i in unfrozen})
+        earlier = {int(self._block_of[i]) for i, layer in enumerate(bb.layers)
+                   if any(id(v) in previous for v in layer.weights)}
+        new = [bb.blocks[b] for b in blocks if b not in earlier] or [bb.blocks[b] for b in blocks]
+        shown = ", ".join(
+            f"{b.name} [{', '.join(bb.layers[j].name for j in list(b.indices())[:4])}"
+            f"{', ...' if b.last - b.first >= 4 else ''}]" for b in new[:3])
+        where = f"epoch {stage.epoch}" if stage.epoch is not None else f"stage {index}"
+        message = (
+            f"ProgressiveUnfreeze stage {index + 1} ({where}, unfreeze={stage.unfreeze}) trains "
+            f"no new parameter: its blocks ({shown}) hold no weights, or only BatchNormalization "
+            f"layers, which stay frozen unless train_bn=True (blocks {describe_source(bb)}). "
+            "Expected every stage to train more than the one before: pass blocks= (a registered "
+            "backbone name, a list of BlockRule, or a callable) so that each block holds weights, "
+            "or unfreeze 'from:LAYER_NAME' at a layer with weights; allow_empty_stages=True if "
+            f"this is on purpose. Received: schedule={self.schedule.to_json()!r}"
+        )
+        if not self.allow_empty_stages:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=4)
 
     def _print_blocks(self) -> None:
         bb = self.found
         rows = ", ".join(f"{b.name} [{b.first}-{b.last}]" for b in bb.blocks)
         _print(f"ProgressiveUnfreeze: backbone {bb.name!r}, {len(bb.layers)} layers in "
-               f"{len(bb.blocks)} blocks ({bb.blocks_source}): {rows}")
+               f"{len(bb.blocks)} blocks ({describe_source(bb)}): {rows}")
 
     # ------------------------------------------------------------------ persisted state
 
@@ -413,13 +517,27 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         blocks = self.blocks
         if isinstance(blocks, tuple):
             blocks = [[r.name, r.pattern, r.after] for r in blocks]
+        elif callable(blocks):
+            blocks = {"callable": f"{blocks.__module__}:{blocks.__qualname__}"}
         return {
             "schedule": self.schedule.to_json(),
             "backbone": backbone,
             "blocks": blocks,
             "verbose": self.verbose,
+            "resume_from": self.resume_from,
+            "allow_empty_stages": self.allow_empty_stages,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> ProgressiveUnfreeze:
+        config = dict(config)
+        blocks = config.get("blocks")
+        if isinstance(blocks, dict) and "callable" in blocks:
+            import importlib
+
+            module, _, qualname = blocks["callable"].partition(":")
+            value = importlib.import_module(module)
+            for part in qualname.split("."):
+                value = getattr(value, part)
+            config["blocks"] = value
         return cls(**config)
