@@ -93,7 +93,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             its optimizer state: `keras.saving.load_model` builds the optimizer for the
             variables trainable when the file was saved and so skips the saved state, which
             was built for every variable the schedule can unfreeze; the callback builds that
-            layout again and loads the state (and its own stage records) from the file.
+            layout again and loads the state (and its own stage records) from the file, with
+            the weights (`Model.load_weights`), once, at the first `fit`.
         allow_empty_stages: a stage that trains no new parameter (its new blocks hold only
             frozen BatchNorm layers or no weights) is a `ValueError` before training; `True`
             makes it a warning, for a schedule that does so on purpose.
@@ -139,6 +140,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 f"from. Received: resume_from={resume_from!r}"
             )
         self.resume_from = None if resume_from is None else str(resume_from)
+        self._resumed = False
         if not isinstance(allow_empty_stages, bool):
             raise ValueError(
                 "allow_empty_stages must be True or False. "
@@ -170,8 +172,13 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # Blocks derived from layer names are a guess: always show it (known ones with verbose).
         if self.verbose or source == "derived":
             self._print_blocks()
+        trained_now = {id(v) for layer in layers for v in layer.trainable_weights}
         union = self._union_variables()
-        built_elsewhere = self._built_without_steps(model)
+        # Saved past its first stage, then loaded: Keras built the optimizer and skipped its
+        # state. (On JAX, fit itself builds the optimizer before this, but for a model in its
+        # first stage, as a new one is.)
+        built_elsewhere = (self._built_without_steps(model)
+                           and not trained_now <= self._stage_trained[0])
         self.staged = StagedOptimizer.install(model)
         self.staged.build(union)
         self._state_epochs = self.staged.state_variable(
@@ -179,9 +186,10 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         self._state_iterations = self.staged.state_variable(
             "tlft_stage_iterations", (MAX_STAGES,), "int32", -1)
         self._state_plateau = self.staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
-        if self.resume_from is not None:
+        if self.resume_from is not None and not self._resumed:
             self._restore_optimizer(self.resume_from)
-        elif built_elsewhere:
+            self._resumed = True  # once: a later fit with this callback goes on from there
+        elif built_elsewhere and self.resume_from is None:
             warnings.warn(
                 "ProgressiveUnfreeze found the optimizer already built but never stepped, as "
                 "keras.saving.load_model leaves it: if this model was loaded from a .keras file "
@@ -215,6 +223,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         for w in caught:
             if w not in skipped:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not skipped and self.verbose:
+            _print(f"ProgressiveUnfreeze: optimizer state and stage records restored from {path}")
         if skipped:
             raise ValueError(
                 f"Cannot restore the optimizer state saved in {path}: {skipped[0].message} "
@@ -233,6 +243,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         bb = self.found
         union: set[int] = set()
         previous: set[int] = set()
+        self._stage_trained = []
         with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
                 try:
@@ -241,6 +252,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                     raise stage_error(self.schedule, i, stage, exc) from None
                 union.update(id(v) for v in self.model.trainable_variables)
                 trained = {id(v) for layer in bb.layers for v in layer.trainable_weights}
+                self._stage_trained.append(trained)
                 asked = stage.unfreeze.kind != "none" and (
                     i == 0 or stage.unfreeze != self.stages[i - 1].unfreeze)
                 if asked and (not trained or trained == previous):
