@@ -141,6 +141,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             )
         self.resume_from = None if resume_from is None else str(resume_from)
         self._resumed = False
+        self._seen = None  # the model of the last fit: recompiled, it is no loaded model
         if not isinstance(allow_empty_stages, bool):
             raise ValueError(
                 "allow_empty_stages must be True or False. "
@@ -177,8 +178,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # Saved past its first stage, then loaded: Keras built the optimizer and skipped its
         # state. (On JAX, fit itself builds the optimizer before this, but for a model in its
         # first stage, as a new one is.)
-        built_elsewhere = (self._built_without_steps(model)
+        built_elsewhere = (self._built_without_steps(model) and model is not self._seen
                            and not trained_now <= self._stage_trained[0])
+        self._seen = model
         self.staged = StagedOptimizer.install(model)
         self.staged.build(union)
         self._state_epochs = self.staged.state_variable(
@@ -191,13 +193,13 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             self._resumed = True  # once: a later fit with this callback goes on from there
         elif built_elsewhere and self.resume_from is None:
             warnings.warn(
-                "ProgressiveUnfreeze found the optimizer already built but never stepped, as "
-                "keras.saving.load_model leaves it: if this model was loaded from a .keras file "
-                "saved during fine-tuning, Keras skipped the optimizer state saved in it (the "
-                "callback had built the optimizer for every variable the schedule can unfreeze, "
-                "the load builds it for those trainable when the file was saved), so training "
-                "resumes with a fresh optimizer state and stage records. To keep them, pass "
-                "resume_from='PATH.keras'.",
+                "ProgressiveUnfreeze found the optimizer already built but never stepped while "
+                "the model trains more than the schedule's first stage: fine-tuning goes on "
+                "with a fresh optimizer state and stage records. If this model was loaded from "
+                "a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
+                "in it (the callback had built the optimizer for every variable the schedule can "
+                "unfreeze, keras.saving.load_model builds it for those trainable when the file "
+                "was saved); to keep that state, pass resume_from='PATH.keras'.",
                 stacklevel=3,
             )
         self._stage_blocks_cache: dict[int, set[int]] = {}
