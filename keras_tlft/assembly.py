@@ -162,7 +162,7 @@ def build_model(
         x = keras.Sequential(aug, name="augmentation")(x)
     if inner_shape[:2] != shape[:2]:
         x = keras.layers.Resizing(*inner_shape[:2], name="resize")(x)
-    prep = _preprocessing(spec) if preprocessing else None
+    prep = _preprocessing(spec, shape[-1]) if preprocessing else None
     if prep is not None:
         x = prep(x)
     # No training=False here: Keras <= 3.15 overrides it with fit's training=True and 3.16
@@ -175,10 +175,10 @@ def build_model(
     return model
 
 
-def _preprocessing(spec):
+def _preprocessing(spec, channels):
     from keras_tlft.preprocessing import preprocessing_layer
 
-    return preprocessing_layer(spec)
+    return preprocessing_layer(spec, channels=channels)
 
 
 def _augmentation_layers(augmentation) -> list:

@@ -1,4 +1,16 @@
-"""Preprocessing as a Keras layer, so a saved model carries it."""
+"""Preprocessing inside the model, built from plain Keras pieces so that a saved model carries it
+and loads with Keras alone.
+
+Every mode is an affine map per channel, after a channel flip for ``"caffe"``: the nested model
+:func:`preprocessing_model` returns is ``keras.ops.flip`` (``"caffe"`` only) and one
+``keras.layers.Rescaling`` with a scale and an offset per channel. A ``.keras`` file of a
+:func:`keras_tlft.build_model` model therefore loads with ``keras.saving.load_model`` in a process
+that has never imported keras-tlft, or where it is not installed at all.
+
+:class:`ImagePreprocessing`, the layer keras-tlft 0.1 put in its models, stays here, registered
+with Keras when this module is imported, so that files saved before still load: import
+``keras_tlft.preprocessing`` before ``load_model`` for those.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +23,69 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 
+__all__ = ["ImagePreprocessing", "affine_parameters", "preprocessing_layer", "preprocessing_model"]
+
+
+def _check_mode(mode) -> None:
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"Unknown preprocessing mode: expected one of {PREPROCESSING_MODES}. "
+            f"Received: mode={mode!r}"
+        )
+
+
+def affine_parameters(mode: str) -> tuple[bool, list[float], list[float]]:
+    """``(flip, scale, offset)`` of ``mode``: flip RGB to BGR if ``flip``, then ``x * scale +
+    offset`` per channel, the arithmetic of ``keras.applications.<family>.preprocess_input``."""
+    _check_mode(mode)
+    if mode == "caffe":
+        return True, [1.0] * 3, [-m for m in _CAFFE_MEAN_BGR]
+    if mode == "tf":
+        return False, [1.0 / 127.5] * 3, [-1.0] * 3
+    if mode == "torch":
+        scale = [1.0 / (255.0 * s) for s in _TORCH_STD]
+        return False, scale, [-m / s for m, s in zip(_TORCH_MEAN, _TORCH_STD)]
+    if mode == "rescale":
+        return False, [1.0 / 255.0] * 3, [0.0] * 3
+    return False, [1.0] * 3, [0.0] * 3
+
+
+def preprocessing_model(mode: str, channels: int = 3, name: str = "preprocessing"):
+    """A nested ``keras.Model`` mapping raw 0-255 RGB pixels to what ``mode`` expects, made only
+    of built-in Keras pieces (``ops.flip``, ``layers.Rescaling``): it saves and loads without
+    keras-tlft. ``mode`` is ``"caffe"``, ``"tf"``, ``"torch"`` or ``"rescale"``."""
+    flip, scale, offset = affine_parameters(mode)
+    if len(set(scale)) == 1 and len(set(offset)) == 1:  # the same for every channel
+        scale, offset = scale[0], offset[0]
+    elif channels != 3:
+        raise ValueError(
+            f"Preprocessing mode {mode!r} is defined for 3-channel RGB images: expected "
+            "input_shape=(H, W, 3), or preprocessing=False. "
+            f"Received: channels={channels}"
+        )
+    inputs = keras.Input((None, None, channels), name=f"{name}_input")
+    x = ops.flip(inputs, axis=-1) if flip else inputs
+    x = keras.layers.Rescaling(scale=scale, offset=offset, name=f"{name}_{mode}")(x)
+    return keras.Model(inputs, x, name=name)
+
 
 @keras.saving.register_keras_serializable(package="keras_tlft")
 class ImagePreprocessing(keras.layers.Layer):
-    """Maps raw 0-255 RGB pixels to what an ImageNet backbone expects.
+    """Maps raw 0-255 RGB pixels to what an ImageNet backbone expects (keras-tlft 0.1's layer).
+
+    :func:`keras_tlft.build_model` no longer uses it (it builds :func:`preprocessing_model`,
+    plain Keras); it stays so that models saved with it still load once this module is imported.
 
     Args:
         mode: ``"caffe"`` (RGB to BGR, ImageNet mean subtracted: VGG, ResNet v1), ``"tf"``
             (scaled to [-1, 1]: MobileNet, Inception, ResNet v2), ``"torch"`` (scaled to [0, 1],
             normalized by ImageNet mean and std: DenseNet), ``"rescale"`` (scaled to [0, 1]) or
             ``"none"`` (unchanged, for models that rescale inside themselves).
-
-    The same arithmetic as ``keras.applications.<family>.preprocess_input``, as a layer.
     """
 
     def __init__(self, mode: str = "none", **kwargs):
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(
-                f"Unknown preprocessing mode: expected one of {PREPROCESSING_MODES}. "
-                f"Received: mode={mode!r}"
-            )
+        _check_mode(mode)
         self.mode = mode
 
     def call(self, inputs):
@@ -55,10 +109,11 @@ class ImagePreprocessing(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def preprocessing_layer(spec, name: str = "preprocessing"):
-    """The preprocessing layer for a backbone spec, or ``None`` when it needs none."""
+def preprocessing_layer(spec, name: str = "preprocessing", channels: int = 3):
+    """The preprocessing of a backbone spec, as a layer (a spec's own callable, or
+    :func:`preprocessing_model`), or ``None`` when it needs none."""
     if callable(spec.preprocessing):
         return spec.preprocessing()
     if spec.preprocessing == "none":
         return None
-    return ImagePreprocessing(spec.preprocessing, name=name)
+    return preprocessing_model(spec.preprocessing, channels, name=name)

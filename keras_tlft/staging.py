@@ -17,8 +17,8 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
-from keras_tlft.discovery import Backbone
-from keras_tlft.optim import StagedOptimizer, retrace
+from keras_tlft.discovery import Backbone, describe_source
+from keras_tlft.optim import StagedOptimizer, innermost_optimizer, retrace
 from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error
 from keras_tlft.schedule import MAX_STAGES, Schedule
 
@@ -112,16 +112,26 @@ class Stager:
         model: the compiled model.
         backbone: where its backbone is (:func:`keras_tlft.discovery.locate_backbone`).
         schedule: the schedule.
+        allow_empty_stages: a stage that trains no new parameter is a warning, not an error.
     """
 
-    def __init__(self, model, backbone: Backbone, schedule: Schedule):
+    def __init__(self, model, backbone: Backbone, schedule: Schedule,
+                 allow_empty_stages: bool = False):
         self.model, self.backbone, self.schedule = model, backbone, schedule
+        self.allow_empty_stages = allow_empty_stages
         self.stages = schedule.resolve(len(backbone.blocks))
         self.block_of = np.zeros(len(backbone.layers), dtype=int)
         for b, block in enumerate(backbone.blocks):
             self.block_of[block.first : block.last + 1] = b
+        trained_now = {id(v) for layer in backbone.layers for v in layer.trainable_weights}
+        built_without_steps = _built_without_steps(model.optimizer)
+        union = self.union_variables()
+        # Built but never stepped, yet training more than the first stage: a model saved past
+        # its first stage and loaded (Keras built the optimizer and skipped its saved state).
+        # On JAX fit builds the optimizer first, but for a model in its first stage, as a new one.
+        self.state_skipped = built_without_steps and not trained_now <= self.stage_trained[0]
         self.staged = StagedOptimizer.install(model)
-        self.staged.build(self.union_variables())
+        self.staged.build(union)
         self.records = StageRecords(self.staged)
         self._stage_blocks: dict[int, set[int]] = {}
         # The stage in force (set by enter).
@@ -142,16 +152,71 @@ class Stager:
         the optimizer exactly as the interrupted one did)."""
         bb = self.backbone
         union: set[int] = set()
+        previous: set[int] = set()
+        self.stage_trained = []  # per stage, the backbone variables it trains
         with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
                 try:
-                    self.apply(i)
+                    unfrozen = self.apply(i)
                 except ValueError as exc:
                     raise stage_error(self.schedule, i, stage, exc) from None
                 union.update(id(v) for v in self.model.trainable_variables)
+                trained = {id(v) for layer in bb.layers for v in layer.trainable_weights}
+                self.stage_trained.append(trained)
+                asked = stage.unfreeze.kind != "none" and (
+                    i == 0 or stage.unfreeze != self.stages[i - 1].unfreeze)
+                if asked and (not trained or trained == previous):
+                    self._empty_stage(i, stage, unfrozen, previous)
+                previous = trained
         ordered = [v for v in self.model.variables if id(v) in union]
         seen: set[int] = set()
         return [v for v in ordered if not (id(v) in seen or seen.add(id(v)))]
+
+    def _empty_stage(self, index, stage, unfrozen, previous) -> None:
+        """A stage that asks for more blocks but trains no new parameter: an error, or a
+        warning with ``allow_empty_stages=True``."""
+        bb = self.backbone
+        blocks = sorted({int(self.block_of[i]) for i in unfrozen})
+        earlier = {int(self.block_of[i]) for i, layer in enumerate(bb.layers)
+                   if any(id(v) in previous for v in layer.weights)}
+        new = [bb.blocks[b] for b in blocks if b not in earlier] or [bb.blocks[b] for b in blocks]
+        shown = ", ".join(
+            f"{b.name} [{', '.join(bb.layers[j].name for j in list(b.indices())[:4])}"
+            f"{', ...' if b.last - b.first >= 4 else ''}]" for b in new[:3])
+        where = f"epoch {stage.epoch}" if stage.epoch is not None else f"stage {index}"
+        message = (
+            f"ProgressiveUnfreeze stage {index + 1} ({where}, unfreeze={stage.unfreeze}) trains "
+            f"no new parameter: its blocks ({shown}) hold no weights, or only BatchNormalization "
+            f"layers, which stay frozen unless train_bn=True (blocks {describe_source(bb)}). "
+            "Expected every stage to train more than the one before: pass blocks= (a registered "
+            "backbone name, a list of BlockRule, or a callable) so that each block holds weights, "
+            "or unfreeze 'from:LAYER_NAME' at a layer with weights; allow_empty_stages=True if "
+            f"this is on purpose. Received: schedule={self.schedule.to_json()!r}"
+        )
+        if not self.allow_empty_stages:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=5)
+
+    def restore_optimizer(self, path: str) -> bool:
+        """Load the optimizer variables saved in ``path`` (a ``.keras`` file saved during a fit
+        with this schedule) into the optimizer, built now with the layout it had then
+        (``Model.load_weights`` of a ``.keras`` file loads the optimizer too; Keras warns and
+        skips it when the variable counts differ). Raises ``ValueError`` when Keras skips it."""
+        expected = len(self.model.optimizer.variables)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.model.load_weights(path)
+        skipped = [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
+        for w in caught:
+            if w not in skipped:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if skipped:
+            raise ValueError(
+                f"Cannot restore the optimizer state saved in {path}: {skipped[0].message} "
+                f"Expected a file saved during a fit with this callback, this schedule and this "
+                f"optimizer ({expected} optimizer variables here). Received: resume_from={path!r}"
+            )
+        return True
 
     def enter(self, index: int, epoch: int) -> int:
         """Make stage ``index`` the one in force from ``epoch``; returns its unfrozen layer
@@ -263,7 +328,7 @@ class Stager:
         bb = self.backbone
         rows = ", ".join(f"{b.name} [{b.first}-{b.last}]" for b in bb.blocks)
         compat.print_msg(f"ProgressiveUnfreeze: backbone {bb.name!r}, {len(bb.layers)} layers in "
-                         f"{len(bb.blocks)} blocks ({bb.blocks_source}): {rows}")
+                         f"{len(bb.blocks)} blocks ({describe_source(bb)}): {rows}")
 
     def announce(self, epoch: int, n_layers: int) -> None:
         """One line for a stage change."""
@@ -285,3 +350,11 @@ class Stager:
             f"(unfreeze={stage.unfreeze}, {trigger}): {what}, "
             f"{self.trainable_params:,} trainable params; {lr_text}"
         )
+
+
+def _built_without_steps(optimizer) -> bool:
+    """Whether ``optimizer`` was built (by Keras, not by a ProgressiveUnfreeze) and never
+    stepped: what ``keras.saving.load_model`` leaves when it skips a saved optimizer state."""
+    inner = innermost_optimizer(optimizer)
+    return (inner.built and getattr(inner, "_tlft_staged", None) is None
+            and int(keras.ops.convert_to_numpy(inner.iterations)) == 0)

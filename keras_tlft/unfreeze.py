@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_tlft import _keras_compat as compat
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.plan import stage_at_epoch
 from keras_tlft.schedule import Schedule, parse_schedule
@@ -81,10 +82,22 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             nested model, or the last backbone layer when its layers sit directly in the model),
             or a layer object (a nested model, or the base model whose layers the model reuses,
             as in `Model(base.input, head(base.output))`).
-        blocks: `None` (from the registry when the backbone is known, else derived from the
-            layer names and printed with `verbose`), a registered backbone name, or a list of
-            `BlockRule`.
-        verbose: 0 is silent, 1 prints the blocks and one line per stage change.
+        blocks: `None` (the spec `build_model` attached; else the registered architecture
+            whose block rules fit the backbone's layers, whatever its name, input size or
+            width; else derived from the layer names and printed), a registered backbone name
+            (its rules), a list of `BlockRule` or `(name, pattern[, after])`, or a callable
+            mapping each layer to its block's name (`None`: the block before).
+        verbose: 0 is silent, 1 prints the blocks, how they were found, and one line per stage
+            change.
+        resume_from: the `.keras` file the model was loaded from, to resume fine-tuning with
+            its optimizer state: `keras.saving.load_model` builds the optimizer for the
+            variables trainable when the file was saved and so skips the saved state, which
+            was built for every variable the schedule can unfreeze; the callback builds that
+            layout again and loads the state (and its own stage records) from the file, with
+            the weights (`Model.load_weights`), once, at the first `fit`.
+        allow_empty_stages: a stage that trains no new parameter (its new blocks hold only
+            frozen BatchNorm layers or no weights) is a `ValueError` before training; `True`
+            makes it a warning, for a schedule that does so on purpose.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
@@ -107,7 +120,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, **options):
+    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, resume_from=None,
+                 allow_empty_stages=False, **options):
         super().__init__()
         self.schedule: Schedule = parse_schedule(schedule, **options)
         if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
@@ -120,6 +134,20 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         self.verbose = verbose
+        if resume_from is not None and not str(resume_from).endswith(".keras"):
+            raise ValueError(
+                "resume_from must be None or the path of the .keras file the model was loaded "
+                f"from. Received: resume_from={resume_from!r}"
+            )
+        self.resume_from = None if resume_from is None else str(resume_from)
+        if not isinstance(allow_empty_stages, bool):
+            raise ValueError(
+                "allow_empty_stages must be True or False. "
+                f"Received: allow_empty_stages={allow_empty_stages!r}"
+            )
+        self.allow_empty_stages = allow_empty_stages
+        self._resumed = False
+        self._seen = None  # the model of the last fit: recompiled, it is no loaded model
         self._stager: Stager | None = None
         self._fit: _Fit | None = None  # None outside fit: on_test_end also runs in evaluate()
 
@@ -137,7 +165,24 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def _prepare(self, model) -> Stager:
         backbone = locate_backbone(model, self.backbone, self.blocks)
-        stager = Stager(model, backbone, self.schedule)
+        stager = Stager(model, backbone, self.schedule, self.allow_empty_stages)
+        if self.resume_from is not None and not self._resumed:
+            self._resumed = stager.restore_optimizer(self.resume_from)  # once: later fits go on
+            if self.verbose:
+                compat.print_msg("ProgressiveUnfreeze: optimizer state and stage records "
+                                 f"restored from {self.resume_from}")
+        elif stager.state_skipped and model is not self._seen and self.resume_from is None:
+            warnings.warn(
+                "ProgressiveUnfreeze found the optimizer already built but never stepped while "
+                "the model trains more than the schedule's first stage: fine-tuning goes on "
+                "with a fresh optimizer state and stage records. If this model was loaded from "
+                "a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
+                "in it (the callback had built the optimizer for every variable the schedule can "
+                "unfreeze, keras.saving.load_model builds it for those trainable when the file "
+                "was saved); to keep that state, pass resume_from='PATH.keras'.",
+                stacklevel=3,
+            )
+        self._seen = model
         # Keras sets the model of every callback of a fit before any on_train_begin: the last
         # ProgressiveUnfreeze to claim the optimizer is the one on_train_begin lets through.
         stager.staged.owner = self
@@ -256,6 +301,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             "schedule": self.schedule.to_json(),
             **locator_config(self.backbone, self.blocks),
             "verbose": self.verbose,
+            "resume_from": self.resume_from,
+            "allow_empty_stages": self.allow_empty_stages,
         }
 
     @classmethod

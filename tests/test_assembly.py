@@ -4,7 +4,7 @@ import pytest
 
 import keras_tlft as tlft
 from keras_tlft.assembly import WeightsDownloadError, parse_input_shape
-from keras_tlft.preprocessing import ImagePreprocessing
+from keras_tlft.preprocessing import ImagePreprocessing, preprocessing_model
 
 
 def test_build_model_assembles_preprocessing_backbone_and_head_with_the_backbone_frozen():
@@ -63,11 +63,44 @@ def test_train_bn_lets_batchnorm_update_its_statistics():
     [("caffe", keras.applications.vgg16), ("tf", keras.applications.mobilenet_v2),
      ("torch", keras.applications.densenet)],
 )
-def test_preprocessing_layer_matches_keras_preprocess_input(mode, module):
+def test_preprocessing_matches_keras_preprocess_input(mode, module):
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     expected = module.preprocess_input(x.copy())
+    # build_model's plain-Keras preprocessing: float32 arithmetic, fused into x * scale + offset
+    # (torch: within a few ulps of (x / 255 - mean) / std).
+    got = keras.ops.convert_to_numpy(preprocessing_model(mode)(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # The keras-tlft 0.1 layer, kept for files saved with it.
     got = keras.ops.convert_to_numpy(ImagePreprocessing(mode)(x))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_build_model_preprocessing_is_plain_keras():
+    model = tlft.build_model("vgg16", num_classes=3, input_shape=(32, 32, 3), weights=None)
+    prep = model.get_layer("preprocessing")
+    layers = [layer for layer in prep.layers if not isinstance(layer, keras.layers.InputLayer)]
+    modules = {type(layer).__module__.split(".")[0] for layer in layers}
+    assert modules == {"keras"}, [type(layer) for layer in layers]
+    assert not any(isinstance(layer, ImagePreprocessing) for layer in model.layers)
+
+
+def test_a_file_saved_with_the_old_preprocessing_layer_loads_after_importing_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inputs = keras.Input((8, 8, 3))
+    x = ImagePreprocessing("caffe", name="preprocessing")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+    x = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    model.save(tmp_path / "old.keras")
+    np.save(tmp_path / "x.npy", x)
+    script = Path(__file__).parent / "helpers_unfreeze" / "reload_run.py"
+    proc = subprocess.run([sys.executable, str(script), "legacy", str(tmp_path / "old.keras"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "out.npy")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), model.predict(x, verbose=0))
 
 
 def test_model_saved_as_keras_file_reloads_with_its_preprocessing(tmp_path):

@@ -180,7 +180,8 @@ def test_logs_record_the_stage_for_history_and_csv_logger(tmp_path):
 def test_verbose_prints_blocks_and_one_line_per_stage(capsys):
     fit(nested_model(), [ProgressiveUnfreeze({0: "none", 2: 1}, verbose=1)])
     out = capsys.readouterr().out
-    assert "backbone 'backbone', 7 layers in 3 blocks (derived): block1 [0-3]" in out
+    assert ("backbone 'backbone', 7 layers in 3 blocks (derived from layer names): "
+            "block1 [0-3]") in out
     assert out.count("ProgressiveUnfreeze stage") == 2
     assert "Epoch 3: ProgressiveUnfreeze stage 2/2 (unfreeze=1, from epoch 2): 1 block" in out
 
@@ -286,10 +287,13 @@ def test_model_from_build_model_is_found_with_its_spec_blocks(tmp_path):
     model = build_model(tiny_spec(), 2, head="dense:2", weights=None)
     cb = ProgressiveUnfreeze({0: "none", 1: 1})
     history = fit(model, [cb], epochs=2, n=8)
-    assert cb.found.name == "backbone" and cb.found.blocks_source == "spec tests:tiny"
+    assert cb.found.name == "backbone" and cb.found.blocks_source == "build_model"
+    assert cb.found.blocks_spec.key == "tests:tiny"
     assert [b.name for b in cb.found.blocks] == ["stem", "middle", "top"]
     assert history.history["unfrozen_blocks"] == [0, 1]
-    # Reloaded from a .keras file the spec is gone: the blocks are derived from the names.
+    # Reloaded from a .keras file the spec is gone, and tests:tiny is not registered: the
+    # blocks are derived from the names (a registered architecture is recognised by structure,
+    # tests/test_recognition.py).
     path = str(tmp_path / "model.keras")
     model.save(path)
     with warnings.catch_warnings():
@@ -300,12 +304,14 @@ def test_model_from_build_model_is_found_with_its_spec_blocks(tmp_path):
     assert cb.found.blocks_source == "derived"
 
 
-def test_blocks_come_from_the_registry_for_a_known_nested_backbone():
-    model = vgg_like_model("vgg16")  # a nested model named like a known backbone
+@pytest.mark.parametrize("name", ["vgg16", "my_features"])
+def test_blocks_come_from_the_registry_for_a_backbone_of_known_structure(name):
+    model = vgg_like_model(name)  # laid out as VGG16, whatever its name
     cb = ProgressiveUnfreeze({0: "none", 1: 2})
     history = fit(model, [cb], epochs=2, n=8)
-    assert cb.found.name == "vgg16"
-    assert cb.found.blocks_source == "spec applications:vgg16"
+    assert cb.found.name == name
+    assert cb.found.blocks_source == "structure"
+    assert cb.found.blocks_spec.family == "vgg"
     assert [b.name for b in cb.found.blocks] == ["block1", "block2", "block3", "block4", "block5"]
     assert history.history["unfrozen_blocks"] == [0, 2]
 
