@@ -259,6 +259,16 @@ def test_check_at_another_input_shape_skips_the_params_comparison():
     assert summary["params"] == TINY_PARAMS
 
 
+def test_cli_check_build_compares_params_of_a_backbone_smaller_than_its_build_size():
+    # `keras-tlft check --build` builds at 64 pixels or more; a 16x16 backbone is built at its
+    # own default shape instead, where a wrong `params` is caught (it once printed "conform").
+    from keras_tlft import cli
+
+    reason = cli._check_one(tiny_spec(params=1), build=True)
+    assert reason is not None and f"Set params={TINY_PARAMS}." in reason, reason
+    assert cli._check_one(tiny_spec(), build=True) is None
+
+
 @pytest.mark.parametrize("mode", ["none", "caffe", "tf", "torch", "rescale"])
 def test_check_runs_every_preprocessing_mode(mode):
     check_backbone_spec(tiny_spec(preprocessing=mode))
