@@ -134,6 +134,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # callback's on_train_begin: BackupAndRestore loads the optimizer's state there, and
         # Keras skips that load when the optimizer's variable count differs.
         self._stager = self._prepare(model) if getattr(model, "optimizer", None) else None
+        if self._stager is not None:  # a new fit, unless a backup restored later says not
+            self._stager.records.set_running(False)
 
     def _prepare(self, model) -> Stager:
         backbone = locate_backbone(model, self.backbone, self.blocks)
