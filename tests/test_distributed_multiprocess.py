@@ -211,4 +211,4 @@ def test_model_parallel_across_two_processes_keeps_layouts_and_rebuilds_without_
         _assert_layouts_kept(first)
         _assert_layouts_kept(second)
         assert len({tuple(s["optimizer_ids"]) for s in first}) == 1
-        assert [len(s["optimizer_ids"]) for s in second] == [13] * 4 + [21] * 4
+        assert [len(s["optimizer_ids"]) for s in second] == [14] * 4 + [22] * 4
