@@ -64,7 +64,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     this callback before `CSVLogger` and `TensorBoard` so that they see those keys. With
     `BackupAndRestore` (in any order) a restarted run resumes in the same stage, with the same
     warm-up and the same plateau counters; only a plateau schedule on a training metric (not
-    `val_*`) needs this callback listed before `BackupAndRestore`.
+    `val_*`) needs this callback listed before `BackupAndRestore`. With `save_freq=N` Keras
+    redoes the killed epoch from its first batch on top of the mid-epoch weights, so those
+    batches train twice and later stages begin that many optimizer iterations later.
 
     BatchNormalization layers stay frozen by default, which is what keeps them in inference
     mode. Their mode follows their `trainable` flag only when the backbone is called without
