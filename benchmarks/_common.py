@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from keras_tlft._files import atomic_write
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -50,9 +52,8 @@ class Timer:
 def write_json(name: str, doc: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}",
           file=sys.stderr)
     return path

@@ -44,6 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
+from keras_tlft._files import atomic_write  # noqa: E402
 from keras_tlft.cache import fit_frozen  # noqa: E402
 from keras_tlft.graph import split_at_backbone  # noqa: E402
 
@@ -275,7 +276,8 @@ def main(argv=None):
         "val_acc_cached": [run[1].history["val_accuracy"] for run in cacheds],
     }
     report = {"meta": meta, "rows": rows, "curves": curves}
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_write(args.out) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
     print(f"\nWrote {args.out}")
 
 

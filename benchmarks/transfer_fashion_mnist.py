@@ -38,6 +38,7 @@ from _common import RESULTS, environment, write_json  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 from keras_tlft import BackboneSpec, BlockRule  # noqa: E402
+from keras_tlft._files import atomic_write  # noqa: E402
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
@@ -197,7 +198,8 @@ def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
 
 
 def main(argv=None) -> int:

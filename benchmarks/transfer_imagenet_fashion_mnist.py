@@ -51,6 +51,7 @@ from _common import RESULTS, environment, write_json  # noqa: E402
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
+from keras_tlft._files import atomic_write  # noqa: E402
 
 RECIPES = ("linear_probe", "keras_two_phase", "full", "lp_ft", "pu_gradual", "pu_two_phase",
            "tutorial")
@@ -168,10 +169,9 @@ def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def print_table(results, args) -> None:

@@ -23,7 +23,12 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.batching import CachedBatches, CachedData, batches_of, split_validation, unpack
-from keras_tlft.feature_store import FeatureStore, cache_policy, cache_report
+from keras_tlft.feature_store import (
+    FeatureStore,
+    cache_policy,
+    cache_report,
+    remove_stale_feature_files,
+)
 from keras_tlft.graph import check_cacheable, check_extractor, split_at_backbone
 from keras_tlft.history import join_histories
 
@@ -89,7 +94,8 @@ def fit_frozen(
             in a file in the system's temporary directory), ``"memory"`` (in memory whatever
             their size) or a directory (in a file there, in memory first only if
             ``max_memory_bytes`` is given). Files are deleted when ``fit_frozen`` returns or
-            fails.
+            fails; those of a killed run (named ``tlft-features-HOST-PID-*.bin``) by the next
+            ``fit_frozen`` that uses the same folder, once that process is gone.
         max_memory_bytes: the most bytes of features kept in memory. Defaults to half of the
             memory available when ``fit_frozen`` starts (for ``"auto"``).
         backbone: the backbone, found as ``ProgressiveUnfreeze`` finds it: ``None`` (the layer
@@ -125,6 +131,8 @@ def fit_frozen(
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer. Received: epochs={epochs!r}")
     budget, directory = cache_policy(cache, max_memory_bytes)
+    if directory is not None:
+        remove_stale_feature_files(directory)  # left by killed runs: their process is gone
     _check_compiled(model)
     extractor, head = split_at_backbone(model, backbone)
     check_extractor(extractor)

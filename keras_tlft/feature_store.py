@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import socket
 import tempfile
 
 import numpy as np
 
-__all__ = ['CACHE_MODES', 'FeatureStore', 'cache_policy', 'cache_report']
+try:
+    import fcntl
+except ImportError:  # Windows: the pid in the name is the only guard
+    fcntl = None
+
+__all__ = ['CACHE_MODES', 'FeatureStore', 'cache_policy', 'cache_report',
+           'remove_stale_feature_files']
 
 
 CACHE_MODES = ("auto", "memory")
@@ -31,6 +40,7 @@ class FeatureStore:
         self.count = 0
         self.path = None
         self._file = None
+        self._lock = None  # an fd holding an flock on the file while this process may read it
         self._buffer = None
         self._chunks = []
         self._row = None  # (shape, dtype) of one row
@@ -97,6 +107,9 @@ class FeatureStore:
             self._file = None
         if self.path is not None and os.path.exists(self.path):
             os.remove(self.path)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
         self._buffer, self._chunks = None, []
 
     def _row_bytes(self) -> int:
@@ -110,13 +123,73 @@ class FeatureStore:
 
     def _open_file(self) -> None:
         handle, self.path = tempfile.mkstemp(
-            prefix="tlft-features-", suffix=".bin", dir=self.directory
+            prefix=f"{FILE_PREFIX}{_host()}-{os.getpid()}-", suffix=".bin", dir=self.directory
         )
+        if fcntl is not None:
+            self._lock = os.dup(handle)  # the lock lives until close(), past result()'s close
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._file = os.fdopen(handle, "wb")
         self._to_chunks()
         for chunk in self._chunks:
             self._file.write(np.ascontiguousarray(chunk).tobytes())
         self._chunks = []
+
+
+FILE_PREFIX = "tlft-features-"
+# tlft-features-HOST-PID-RANDOM.bin: the host and pid of the process that wrote it.
+_FILE_NAME = re.compile(r"^tlft-features-(?P<host>[A-Za-z0-9_.]*)-(?P<pid>[0-9]+)-[^/]*\.bin$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or we cannot tell: keep its file
+    return True
+
+
+def remove_stale_feature_files(directory) -> list[str]:
+    """Delete the feature files that killed ``fit_frozen`` runs left in ``directory``.
+
+    A file is stale when it was written on this host by a process that is no longer running
+    and no process holds its lock (so a reused pid, or a file still open, keeps it). Files of
+    other hosts (a shared folder) are left alone. Returns the paths removed.
+    """
+    directory = tempfile.gettempdir() if directory is None else os.fspath(directory)
+    removed, host = [], _host()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = _FILE_NAME.match(name)
+        if not match or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone already, or not ours to open
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live process holds it
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def cache_policy(cache, max_memory_bytes):

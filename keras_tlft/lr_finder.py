@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from keras_tlft._files import atomic_write
 
 __all__ = ["LRFinderResult", "RangeTest", "lr_find", "smooth_losses", "suggest"]
 
@@ -112,7 +113,8 @@ class LRFinderResult:
         if low is not None:
             ax.set_ylim(low - 0.1 * (high - low or abs(low) or 1), high + 0.1 * (high - low or 1))
         ax.legend()
-        _write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
         return path
 
 
@@ -127,22 +129,6 @@ def _view(tests) -> tuple[float | None, float | None]:
             lows.append(float(finite[best]))
             highs.append(float(finite[: best + 1].max()))
     return (min(lows), max(highs)) if lows else (None, None)
-
-
-def _write_atomically(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it; mkstemp's is 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------- the maths

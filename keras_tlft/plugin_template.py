@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from keras_tlft._files import atomic_write
 from keras_tlft.hookspecs import PLUGIN_API_VERSION
 
 __all__ = ["PLUGIN_NAME_PATTERN", "write_plugin_project"]
@@ -183,17 +183,7 @@ def write_plugin_project(name: str, directory: str | os.PathLike) -> list[Path]:
     for relative, template in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, template.format(**values))
+        with atomic_write(path) as f:
+            f.write(template.format(**values))
         written.append(path)
     return written
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -321,8 +321,10 @@ class Schedule:
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the schedule to a JSON file."""
-        with open(path, "w", encoding="utf-8") as f:
+        """Write the schedule to a JSON file (atomically: a failed write keeps the old file)."""
+        from keras_tlft._files import atomic_write
+
+        with atomic_write(path) as f:
             json.dump(self.to_json(), f, indent=2)
             f.write("\n")
 

@@ -41,6 +41,8 @@ class StageRecords:
         self.iterations = staged.state_variable("tlft_stage_iterations", (MAX_STAGES,), "int32",
                                                 -1)
         self.plateau = staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
+        # 1 while a fit runs its epochs: saved so in a mid-epoch backup, cleared by set_model.
+        self.running = staged.state_variable("tlft_running", (1,), "int32", 0)
 
     def read(self):
         """``(epochs, iterations)`` as numpy arrays; ``epochs[0]`` is the fingerprint."""
@@ -56,12 +58,21 @@ class StageRecords:
         """The optimizer's iteration count now."""
         return int(keras.ops.convert_to_numpy(self.staged.inner.iterations))
 
+    def set_running(self, running: bool) -> None:
+        self.running.assign(np.array([int(running)], dtype="int32"))
+
     def reconcile(self, epoch: int, schedule: Schedule) -> None:
         """On the first epoch of a ``fit``: a run resumed at ``epoch`` keeps the records of the
-        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh."""
+        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh.
+
+        At epoch 0, a run is resumed only when ``BackupAndRestore`` loaded a mid-epoch backup
+        (``save_freq=N``) after :meth:`set_running` cleared the flag: its stage 0 keeps the
+        iteration it began at, so its warm-up goes on rather than starting over."""
         epochs, iterations = self.read()
         fingerprint = schedule.fingerprint()
-        if epoch == 0 or epochs[0] != fingerprint:
+        restored = int(keras.ops.convert_to_numpy(self.running)[0]) == 1
+        self.set_running(True)
+        if (epoch == 0 and not restored) or epochs[0] != fingerprint:
             epochs[:] = -1
             iterations[:] = -1
             epochs[0] = fingerprint

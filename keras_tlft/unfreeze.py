@@ -65,7 +65,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     this callback before `CSVLogger` and `TensorBoard` so that they see those keys. With
     `BackupAndRestore` (in any order) a restarted run resumes in the same stage, with the same
     warm-up and the same plateau counters; only a plateau schedule on a training metric (not
-    `val_*`) needs this callback listed before `BackupAndRestore`.
+    `val_*`) needs this callback listed before `BackupAndRestore`. With `save_freq=N` Keras
+    redoes the killed epoch from its first batch on top of the mid-epoch weights, so those
+    batches train twice and later stages begin that many optimizer iterations later.
 
     BatchNormalization layers stay frozen by default, which is what keeps them in inference
     mode. Their mode follows their `trainable` flag only when the backbone is called without
@@ -162,6 +164,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # callback's on_train_begin: BackupAndRestore loads the optimizer's state there, and
         # Keras skips that load when the optimizer's variable count differs.
         self._stager = self._prepare(model) if getattr(model, "optimizer", None) else None
+        if self._stager is not None:  # a new fit, unless a backup restored later says not
+            self._stager.records.set_running(False)
 
     def _prepare(self, model) -> Stager:
         backbone = locate_backbone(model, self.backbone, self.blocks)

