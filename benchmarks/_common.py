@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from keras_tlft._files import atomic_write
+from keras_tlft import atomic_write
 
 RESULTS = Path(__file__).parent / "results"
 

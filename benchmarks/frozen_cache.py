@@ -44,7 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft._files import atomic_write  # noqa: E402
+from keras_tlft import atomic_write  # noqa: E402
 from keras_tlft.cache import fit_frozen  # noqa: E402
 from keras_tlft.graph import split_at_backbone  # noqa: E402
 

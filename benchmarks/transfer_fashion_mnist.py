@@ -37,8 +37,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, environment, write_json  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft import BackboneSpec, BlockRule  # noqa: E402
-from keras_tlft._files import atomic_write  # noqa: E402
+from keras_tlft import (  # noqa: E402
+    BackboneSpec,
+    BlockRule,
+    atomic_write,  # noqa: E402
+)
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",

@@ -51,7 +51,7 @@ from _common import RESULTS, environment, write_json  # noqa: E402
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft._files import atomic_write  # noqa: E402
+from keras_tlft import atomic_write  # noqa: E402
 
 RECIPES = ("linear_probe", "keras_two_phase", "full", "lp_ft", "pu_gradual", "pu_two_phase",
            "tutorial")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from keras_tlft._files import atomic_path, atomic_write
 from keras_tlft.preset_backbones import WeightsDownloadError
 from keras_tlft.spec import (
     AmbiguousBackboneError,
@@ -83,6 +84,8 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "Schedule",
     "UnknownBackboneError",
     "WeightsDownloadError",
+    "atomic_path",
+    "atomic_write",
     "build_model",
     "check_cacheable",
     "fine_tune_at",

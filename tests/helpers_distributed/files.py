@@ -1,11 +1,11 @@
-"""Atomic result files for the helper scripts (through keras_tlft._files: a temporary file in the
+"""Atomic result files for the helper scripts (keras_tlft.atomic_write: a temporary file in the
 same folder, then ``os.replace``), so that a killed process leaves no half-written result behind."""
 
 from __future__ import annotations
 
 import json
 
-from keras_tlft._files import atomic_write
+from keras_tlft import atomic_write
 
 
 def write_json(path: str, data) -> None:

