@@ -57,3 +57,27 @@ def write_json(name: str, doc: dict) -> Path:
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}",
           file=sys.stderr)
     return path
+
+
+def plot_curves(curves: dict, changes: dict, path: Path, title: str, ylabel: str) -> None:
+    """Learning curves, one line per recipe, its stage changes as dotted lines of its colour;
+    the PNG written atomically (temporary file, then ``os.replace``). Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for recipe, points in curves.items():
+        (line,) = ax.plot(range(1, len(points) + 1), points, marker="o", ms=3, label=recipe)
+        for epoch in changes.get(recipe, []):
+            ax.axvline(epoch + 0.5, color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)

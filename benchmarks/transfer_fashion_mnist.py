@@ -34,13 +34,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, environment, write_json  # noqa: E402
+from _common import RESULTS, environment, plot_curves, write_json  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 from keras_tlft import (  # noqa: E402
     BackboneSpec,
-    BlockRule,
-    atomic_write,  # noqa: E402
+    BlockRule,  # noqa: E402
 )
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -185,24 +184,7 @@ def summarize(runs):
 
 
 def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for recipe, points in curves.items():
-        (line,) = ax.plot(range(1, len(points) + 1), points, marker="o", ms=3, label=recipe)
-        for epoch in changes.get(recipe, []):
-            ax.axvline(epoch + 0.5, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy, classes 5-9")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    plot_curves(curves, changes, path, title, "test accuracy, classes 5-9")
 
 
 def main(argv=None) -> int:

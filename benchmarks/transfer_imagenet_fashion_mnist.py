@@ -47,11 +47,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, environment, write_json  # noqa: E402
+from _common import RESULTS, environment, plot_curves, write_json  # noqa: E402
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft import atomic_write  # noqa: E402
 
 RECIPES = ("linear_probe", "keras_two_phase", "full", "lp_ft", "pu_gradual", "pu_two_phase",
            "tutorial")
@@ -152,26 +151,7 @@ def run_recipe(recipe, spec, data, args, seed, curve_data=None):
 
 
 def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
-    """The learning curves, written atomically (temporary file, then ``os.replace``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    for recipe, points in curves.items():
-        (line,) = ax.plot(range(1, len(points) + 1), points, marker="o", ms=3, label=recipe)
-        for epoch in changes.get(recipe, []):
-            ax.axvline(epoch + 0.5, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"test accuracy (first {CURVE_IMAGES} test images)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    plot_curves(curves, changes, path, title, f"test accuracy (first {CURVE_IMAGES} test images)")
 
 
 def print_table(results, args) -> None:
