@@ -33,16 +33,10 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.hookspecs import hookimpl
     from keras_tlft.lr_finder import LRFinderResult, lr_find
     from keras_tlft.plan import plan_stages
+    from keras_tlft.presets import fine_tune_at, gradual, plateau, two_phase
     from keras_tlft.registry import get_backbone, get_registry, list_backbones
     from keras_tlft.report import inspect_backbone
-    from keras_tlft.schedule import (
-        Schedule,
-        fine_tune_at,
-        gradual,
-        parse_schedule,
-        plateau,
-        two_phase,
-    )
+    from keras_tlft.schedule import Schedule, parse_schedule
     from keras_tlft.unfreeze import ProgressiveUnfreeze
 
 __version__ = "0.1.0"
@@ -61,10 +55,10 @@ _LAZY = {
     "Schedule": "keras_tlft.schedule",
     "parse_schedule": "keras_tlft.schedule",
     "plan_stages": "keras_tlft.plan",
-    "two_phase": "keras_tlft.schedule",
-    "fine_tune_at": "keras_tlft.schedule",
-    "gradual": "keras_tlft.schedule",
-    "plateau": "keras_tlft.schedule",
+    "two_phase": "keras_tlft.presets",
+    "fine_tune_at": "keras_tlft.presets",
+    "gradual": "keras_tlft.presets",
+    "plateau": "keras_tlft.presets",
     "fit_frozen": "keras_tlft.cache",
     "join_histories": "keras_tlft.history",
     "check_cacheable": "keras_tlft.graph",

@@ -23,9 +23,9 @@ def register_heads(register):
 
 @hookimpl
 def register_schedules(register):
-    """The schedule presets of :mod:`keras_tlft.schedule`: ``two_phase``, ``fine_tune_at``,
+    """The schedule presets of :mod:`keras_tlft.presets`: ``two_phase``, ``fine_tune_at``,
     ``gradual``, ``plateau``."""
-    from keras_tlft.schedule import PRESETS
+    from keras_tlft.presets import PRESETS
 
     for name, factory in PRESETS.items():
         register(name, factory)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
-from keras_tlft.optim import LearningRateRule
+from keras_tlft.lr_rules import LearningRateRule
 from keras_tlft.schedule import Schedule, Stage, check_number, parse_schedule
 
 __all__ = [

@@ -12,7 +12,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from keras_tlft.cli import (
+from keras_tlft.cli._common import (
     EXIT_OK,
     UsageError,
     _positive_int,

@@ -1,0 +1,100 @@
+"""``keras-tlft bench``: rendering of :mod:`keras_tlft.bench`'s measurements."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from keras_tlft.cli._common import (
+    EXIT_OK,
+    UsageError,
+    _fmt_int,
+    _print_json,
+    _quiet_tensorflow,
+    print_figures,
+)
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def cmd_bench(args, out: Console) -> int:
+    from keras_tlft.bench import PHASES  # plain data: the module imports Keras only when run
+    from keras_tlft.blocks import parse_unfreeze
+    from keras_tlft.registry import get_backbone
+
+    get_backbone(args.name)
+    parse_unfreeze(args.partial, "--partial")
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if bad := [p for p in phases if p not in PHASES]:
+        raise UsageError(f"Unknown phase(s) {', '.join(bad)}: expected some of "
+                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
+    if not phases:
+        raise UsageError(f"No phase to measure: expected a comma-separated list of some of "
+                         f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+            raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
+        os.environ["KERAS_BACKEND"] = args.backend
+    _quiet_tensorflow()
+    from keras_tlft.bench import device_name, run_bench
+
+    device, on_gpu = device_name()
+    batch = args.batch_size or (32 if on_gpu else 8)
+    steps = args.steps or (50 if on_gpu else 10)
+    err = Console(stderr=True, highlight=False, emoji=False)
+    if not on_gpu and not args.json:
+        err.print(f"[yellow]No GPU: measuring on {escape(device)} with small defaults "
+                  f"(batch {batch}, {steps} steps).[/yellow]")
+    kwargs = dict(batch_size=batch, image_size=args.image_size, steps=steps,
+                  warmup_steps=args.warmup_steps, mixed_precision=args.mixed_precision,
+                  jit_compile=args.jit, phases=phases, partial=args.partial)
+    if args.json:
+        report = run_bench(args.name, **kwargs)
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as progress:
+            tasks = {p: progress.add_task(p, total=None) for p in phases}
+
+            def on_step(phase, step, total):
+                progress.update(tasks[phase], completed=step, total=total)
+
+            report = run_bench(args.name, on_step=on_step, **kwargs)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _render_bench(report, out)
+    if report.interrupted:
+        err.print("[yellow]interrupted: the phases finished so far are shown[/yellow]")
+        return 130
+    return EXIT_OK
+
+
+def _render_bench(r, out: Console) -> None:
+    mp = "mixed precision" if r.mixed_precision else "float32"
+    jit = "jit" if r.jit_compile else "no jit"
+    out.print(f"[bold]{escape(r.backbone)}[/bold] on {escape(r.device)}, backend {r.backend}: "
+              f"batch "
+              f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
+              f"{r.warmup_steps} warm-up, {mp}, {jit}")
+    table = Table()
+    for col in ("phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
+                "trace s", "change s"):
+        table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right")
+    for p in r.phases:
+        table.add_row(
+            p.phase, escape(p.unfreeze or "-"), _fmt_int(p.trainable_params),
+            f"{p.step_ms_median:.1f}",
+            f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}", f"{p.images_per_second:.1f}",
+            f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
+            f"{p.trace_seconds:.2f}",
+            f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
+        )
+    print_figures(out, table)
+    out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
+              f"warm-up time beyond the median step (trace/compile); change s: the callback's "
+              f"own work at the stage change[/dim]")
