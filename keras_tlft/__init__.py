@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.presets import fine_tune_at, gradual, plateau, two_phase
     from keras_tlft.registry import get_backbone, get_registry, list_backbones
     from keras_tlft.report import inspect_backbone
-    from keras_tlft.schedule import Schedule, parse_schedule
+    from keras_tlft.schedule import Schedule
+    from keras_tlft.schedule_input import parse_schedule
     from keras_tlft.unfreeze import ProgressiveUnfreeze
 
 __version__ = "0.1.0"
@@ -53,7 +54,7 @@ _LAZY = {
     "parse_unfreeze": "keras_tlft.blocks",
     "ProgressiveUnfreeze": "keras_tlft.unfreeze",
     "Schedule": "keras_tlft.schedule",
-    "parse_schedule": "keras_tlft.schedule",
+    "parse_schedule": "keras_tlft.schedule_input",
     "plan_stages": "keras_tlft.plan",
     "two_phase": "keras_tlft.presets",
     "fine_tune_at": "keras_tlft.presets",

@@ -242,7 +242,7 @@ def _trainable_as(plan: _Plan, model):
 def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
     from keras_tlft.blocks import unfrozen_layer_indices
     from keras_tlft.discovery import blocks_argument, locate_backbone
-    from keras_tlft.schedule import parse_schedule
+    from keras_tlft.schedule_input import parse_schedule
 
     if schedule is None:
         if stages is not None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
 from keras_tlft.lr_rules import LearningRateRule
-from keras_tlft.schedule import Schedule, Stage, check_number, parse_schedule
+from keras_tlft.schedule import Schedule, Stage, check_number
+from keras_tlft.schedule_input import parse_schedule
 
 __all__ = [
     "describe_trigger",

@@ -48,7 +48,7 @@ def inspect_backbone(
         )
     head_layers = resolve_head(head, num_classes) if head is not None else None
     if schedule is not None:
-        from keras_tlft.schedule import parse_schedule
+        from keras_tlft.schedule_input import parse_schedule
 
         if state is not None:
             raise ValueError(

@@ -1,6 +1,8 @@
 """Fine-tuning schedules as plain data: stages, JSON files, and what a stage means.
 
-The presets (``two_phase``, ``gradual``...) live in :mod:`keras_tlft.presets`.
+The presets (``two_phase``, ``gradual``...) live in :mod:`keras_tlft.presets`; reading a
+schedule from a mapping, a preset string or a JSON file (``parse_schedule``) in
+:mod:`keras_tlft.schedule_input`.
 
 A :class:`Schedule` says which unfreeze state (``"none"``, ``k``, ``"all"``, ``"from:..."``, as in
 ``keras-tlft inspect --unfreeze``) trains when, and at which learning rates. It imports no Keras
@@ -30,7 +32,7 @@ from typing import Any
 
 from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
 
-__all__ = ["Schedule", "Stage", "check_number", "parse_schedule"]
+__all__ = ["Schedule", "Stage", "check_number"]
 
 TRIGGERS = ("epoch", "plateau")
 MODES = ("auto", "min", "max")
@@ -59,8 +61,6 @@ def check_number(name, value, low=0.0, allow_none=False, allow_low=False, intege
         bound = f">= {low:g}" if allow_low else f"> {low:g}"
         none = " or None" if allow_none else ""
         raise ValueError(f"Invalid {name}: expected {what} {bound}{none}. {_received(name, value)}")
-
-
 
 
 @dataclass(frozen=True)
@@ -319,45 +319,15 @@ class Schedule:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Schedule:
         """Read a schedule from a JSON file written by :meth:`save` (or by hand)."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f, object_pairs_hook=_refuse_duplicate_keys)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"Schedule file {str(path)!r} is not valid JSON: {exc}. "
-                                 f"Received: path={str(path)!r}") from None
-            except _DuplicateKey as exc:
-                raise ValueError(
-                    f"Schedule file {str(path)!r} gives the key {exc.key!r} twice in one object: "
-                    "JSON readers keep only the last, so one of the two would be ignored. "
-                    f"Expected each key once. Received: path={str(path)!r}"
-                ) from None
-        return parse_schedule(data)
+        from keras_tlft.schedule_input import read_schedule_file
+
+        return read_schedule_file(path)
 
     def fingerprint(self) -> int:
         """A 31-bit checksum of the schedule, stored with the training state so that a resumed
         run notices a different schedule."""
         text = json.dumps(self.to_json(), sort_keys=True)
         return zlib.crc32(text.encode()) & 0x7FFFFFFF
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key):
-        super().__init__(key)
-        self.key = key
-
-
-def _refuse_duplicate_keys(pairs) -> dict:
-    data: dict = {}
-    for key, value in pairs:
-        if key in data:
-            raise _DuplicateKey(key)
-        data[key] = value
-    return data
-
-
-def _is_epoch_key(key) -> bool:
-    return (isinstance(key, int) and not isinstance(key, bool)) or (
-        isinstance(key, str) and re.fullmatch(r"\s*-?\d+\s*", key) is not None)
 
 
 def _epoch_key(key) -> int:
@@ -369,73 +339,6 @@ def _epoch_key(key) -> int:
             f"count from 0, as in `fit`). {_received('epoch', key)}"
         )
     return key
-
-
-def parse_schedule(schedule: Any, **options) -> Schedule:
-    """A :class:`Schedule` from any accepted form, with ``options`` (Schedule fields) applied.
-
-    Accepts a :class:`Schedule`, ``{epoch: unfreeze}``, the JSON form (a mapping with
-    ``"stages"``), a list of stages, a preset string or the path of a JSON file.
-    """
-    from keras_tlft.presets import PRESET_HELP, parse_preset
-
-    if isinstance(schedule, Schedule):
-        base = schedule
-    elif isinstance(schedule, os.PathLike) or (
-            isinstance(schedule, str) and (schedule.endswith(".json") or os.path.isfile(schedule))):
-        text = os.fspath(schedule)
-        if not os.path.isfile(text):
-            raise ValueError(f"Schedule file {text!r} does not exist. "
-                             f"{_received('schedule', text)}")
-        base = Schedule.load(text)
-    elif isinstance(schedule, str):
-        base = parse_preset(schedule)
-    elif isinstance(schedule, Mapping):
-        base = _schedule_from_mapping(schedule)
-    elif isinstance(schedule, Sequence) and not isinstance(schedule, (bytes, bytearray)):
-        if not schedule:
-            raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
-                             f"{_received('schedule', schedule)}")
-        base = Schedule(stages=tuple(schedule), trigger=options.pop("trigger", "epoch"))
-    else:
-        raise ValueError(f"Invalid schedule: expected {PRESET_HELP}. "
-                         f"{_received('schedule', schedule)}")
-    if not options:
-        return base
-    names = {f.name for f in dataclasses.fields(Schedule)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise TypeError(f"Unknown option(s) {unknown}: expected Schedule fields "
-                        f"{sorted(names)}. Received: "
-                        + ", ".join(f"{k}={options[k]!r}" for k in unknown))
-    return dataclasses.replace(base, **options)
-
-
-_NON_EMPTY = ("at least one stage, as {epoch: unfreeze} (e.g. {0: 'none', 4: 2}), or a preset "
-              "('gradual' unfreezes one more block every epoch)")
-
-
-def _schedule_from_mapping(schedule: Mapping) -> Schedule:
-    """``{epoch: unfreeze}``, or the JSON form (Schedule fields), never a mix of the two."""
-    if not schedule:
-        raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
-                         f"{_received('schedule', dict(schedule))}")
-    epochs = [k for k in schedule if _is_epoch_key(k)]
-    if not epochs:
-        if "stages" in schedule and isinstance(schedule["stages"], (Mapping, Sequence)) and \
-                not isinstance(schedule["stages"], str) and not schedule["stages"]:
-            raise ValueError(f"Invalid schedule: its 'stages' are empty. Expected {_NON_EMPTY}, "
-                             f"or no 'stages' with 'every' for generated ones. "
-                             f"{_received('schedule', dict(schedule))}")
-        return Schedule.from_json(schedule)
-    if len(epochs) != len(schedule):
-        others = [k for k in schedule if not _is_epoch_key(k)]
-        raise ValueError(
-            "Invalid schedule: its keys mix epochs and other names. Expected {epoch: unfreeze} "
-            "with integer epochs >= 0, or the JSON form with named fields ('stages', "
-            f"'trigger', ...). Received: keys={list(schedule)!r} (not epochs: {others!r})"
-        )
-    return Schedule(stages=schedule)
 
 
 # ---------------------------------------------------------------------- what the stages mean
@@ -451,6 +354,10 @@ _PRESET_NAMES = ("COMMON_OPTIONS", "two_phase", "fine_tune_at", "gradual", "plat
 
 
 def __getattr__(name):
+    if name == "parse_schedule":  # lives in keras_tlft.schedule_input, which imports this module
+        from keras_tlft.schedule_input import parse_schedule
+
+        return parse_schedule
     if name in _PRESET_NAMES:
         from keras_tlft import presets
 

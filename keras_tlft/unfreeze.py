@@ -19,7 +19,8 @@ import numpy as np
 from keras_tlft import _keras_compat as compat
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.plan import stage_at_epoch
-from keras_tlft.schedule import Schedule, parse_schedule
+from keras_tlft.schedule import Schedule
+from keras_tlft.schedule_input import parse_schedule
 from keras_tlft.staging import NO_BEST, Stager
 
 # Backbone and find_backbone are re-exported where keras-tlft 0.1 defined them.

@@ -32,7 +32,7 @@ def cmd_inspect(args, out: Console) -> int:
     if args.head is not None:
         resolve_head(args.head, args.num_classes)
     if args.schedule is not None:
-        from keras_tlft.schedule import parse_schedule
+        from keras_tlft.schedule_input import parse_schedule
 
         parse_schedule(args.schedule)
     from keras_tlft.local import check_model_file, is_local_path

@@ -64,7 +64,7 @@ def cmd_lr_find(args, out: Console) -> int:
     spec = get_backbone(args.name)
     shape = parse_input_shape(args.input_shape, "--input-shape") if args.input_shape else None
     if args.schedule is not None:
-        from keras_tlft.schedule import parse_schedule
+        from keras_tlft.schedule_input import parse_schedule
 
         parse_schedule(args.schedule)
     if not (0 < args.start_lr < args.end_lr):
