@@ -144,8 +144,13 @@ def describe_trigger(schedule: Schedule, index: int, stage: Stage) -> str:
         return f"from epoch {stage.epoch}"
     if index == 0:
         return "start"
-    return (f"{schedule.monitor} has not improved for {schedule.patience} epoch"
+    on = " on the run's best" if schedule.best_scope == "run" else ""
+    text = (f"{schedule.monitor} has not improved{on} for {schedule.patience} epoch"
             f"{'' if schedule.patience == 1 else 's'}")
+    if schedule.max_stage_epochs is not None:
+        n = schedule.max_stage_epochs
+        text += f", or after {n} epoch{'' if n == 1 else 's'} of the stage before"
+    return text
 
 
 def stage_error(schedule: Schedule, index: int, stage: Stage, exc: Exception) -> ValueError:

@@ -53,14 +53,17 @@ def gradual(every: int = 1, start: int | None = None, max_blocks: int | None = N
 
 def plateau(patience: int = 2, monitor: str = "val_loss", max_blocks: int | None = None,
             mode: str = "auto", min_delta: float = 0.0, restore_best_weights: bool = False,
+            max_stage_epochs: int | None = None, best_scope: str = "stage",
             **options) -> Schedule:
     """One more block each time ``monitor`` has not improved (by more than ``min_delta``, in
-    ``mode``) for ``patience`` epochs, optionally restoring the stage's best weights first.
+    ``mode``, on the best of the stage or of the run: ``best_scope``) for ``patience`` epochs, or
+    after ``max_stage_epochs`` epochs in a stage, optionally restoring the best weights first.
     ``options``: any of :data:`COMMON_OPTIONS`."""
     _check_preset_options("plateau", options)
     return Schedule(trigger="plateau", patience=patience, monitor=monitor,
                     max_blocks=max_blocks, mode=mode, min_delta=min_delta,
-                    restore_best_weights=restore_best_weights, **options)
+                    restore_best_weights=restore_best_weights,
+                    max_stage_epochs=max_stage_epochs, best_scope=best_scope, **options)
 
 
 PRESETS = {

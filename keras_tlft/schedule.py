@@ -36,6 +36,7 @@ __all__ = ["Schedule", "Stage", "check_number"]
 
 TRIGGERS = ("epoch", "plateau")
 MODES = ("auto", "min", "max")
+BEST_SCOPES = ("stage", "run")
 MAX_STAGES = 128
 _MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "iou")
 
@@ -140,6 +141,17 @@ class Schedule:
             frozen and in inference mode (the Keras transfer-learning guide's rule).
         reset_optimizer_state: reset the optimizer's state (e.g. Adam's moments of the head) at
             each stage change. By default it is kept.
+        max_stage_epochs: in a plateau schedule, the most epochs a stage runs: the next stage
+            begins at the plateau or after this many epochs in the stage, whichever comes
+            first. Defaults to None (no limit).
+        best_scope: what a plateau stage's value must beat to count as an improvement:
+            ``"stage"`` (the best of this stage; each stage starts afresh) or ``"run"`` (the best
+            of the whole run so far, finetuning-scheduler's semantics). The wait restarts at
+            each stage either way; ``restore_best_weights`` restores the best weights of the
+            same scope, and ``keras_tlft.StageEarlyStopping`` keeps its best in it too.
+            Defaults to ``"stage"``: a stage that unfreezes more blocks can start worse than
+            the last one ended (new blocks at a fresh learning rate), and under ``"run"`` such
+            a stage is cut after ``patience`` epochs before it can recover.
     """
 
     stages: tuple = ()
@@ -158,6 +170,8 @@ class Schedule:
     warmup_steps: int = 0
     train_bn: bool = False
     reset_optimizer_state: bool = False
+    max_stage_epochs: int | None = None
+    best_scope: str = "stage"
 
     def __post_init__(self):
         if self.trigger not in TRIGGERS:
@@ -180,6 +194,11 @@ class Schedule:
                 f"multiplier per block below the top one. "
                 f"{_received('block_lr_decay', self.block_lr_decay)}"
             )
+        check_number("max_stage_epochs", self.max_stage_epochs, low=1, allow_low=True,
+                     allow_none=True, integer=True)
+        if self.best_scope not in BEST_SCOPES:
+            raise ValueError(f"Invalid best_scope: expected one of {BEST_SCOPES}. "
+                             f"{_received('best_scope', self.best_scope)}")
         if self.mode not in MODES:
             raise ValueError(
                 f"Invalid mode: expected one of {MODES}. {_received('mode', self.mode)}"
@@ -245,6 +264,12 @@ class Schedule:
                 "every and start are for epoch schedules; a plateau schedule moves on when "
                 f"{self.monitor!r} stops improving. "
                 f"Received: every={self.every}, start={self.start}"
+            )
+        if self.trigger == "epoch" and self.max_stage_epochs is not None:
+            raise ValueError(
+                "max_stage_epochs is for plateau schedules (move on at the plateau or after "
+                "that many epochs); the stages of an epoch schedule begin at their epochs. "
+                f"{_received('max_stage_epochs', self.max_stage_epochs)}"
             )
 
     # ------------------------------------------------------------------ stages

@@ -97,6 +97,15 @@ def test_plan_of_a_plateau_schedule(tiny_backbone):
     assert plan[1]["learning_rates"][1]["lr_scale"] == 1.0
 
 
+def test_plan_of_a_plateau_schedule_names_its_maximum_epochs_and_best_scope(tiny_backbone):
+    model, blocks = tiny_backbone
+    schedule = "plateau:patience=1,max_stage_epochs=3,best_scope=run"
+    plan = plan_stages(model.layers, blocks, schedule, container=model)
+    assert plan[0]["trigger"] == "start"
+    assert plan[1]["trigger"] == ("val_loss has not improved on the run's best for 1 epoch, "
+                                  "or after 3 epochs of the stage before")
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

@@ -51,6 +51,16 @@ def test_stage_learning_rate_is_kept_in_json():
     assert parse_schedule(schedule.to_json()) == schedule
 
 
+def test_plateau_maximum_epochs_and_best_scope_round_trip():
+    schedule = parse_schedule("plateau:patience=1,max_stage_epochs=3,best_scope=run")
+    assert schedule == plateau(1, max_stage_epochs=3, best_scope="run")
+    assert schedule.to_json() == {"trigger": "plateau", "patience": 1, "max_stage_epochs": 3,
+                                  "best_scope": "run"}
+    assert parse_schedule(schedule.to_json()) == schedule
+    # A resumed run with other values is another schedule: its stage records start afresh.
+    assert schedule.fingerprint() != plateau(1, max_stage_epochs=3).fingerprint()
+
+
 def test_plateau_schedule_round_trips_as_a_list_of_states():
     schedule = parse_schedule(["none", 1, "all"], trigger="plateau", patience=1)
     assert schedule.to_json() == {"trigger": "plateau", "stages": ["none", 1, "all"],
@@ -147,12 +157,21 @@ def test_invalid_schedules_name_the_fix(schedule, message):
         ({"train_bn": "yes"}, "Received: train_bn='yes'"),
         ({"backbone_lr": 1e-5, "backbone_lr_ratio": 0.1}, "set one of them"),
         ({"every": 2}, "cannot be combined with explicit stages"),
+        ({"max_stage_epochs": 3}, "max_stage_epochs is for plateau schedules"),
+        ({"best_scope": "epoch"}, "expected one of ('stage', 'run'). Received: best_scope='epoch'"),
     ],
 )
 def test_invalid_options_name_the_argument(options, message):
     with pytest.raises(ValueError) as info:
         parse_schedule({0: "none", 2: "all"}, **options)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True])
+def test_plateau_maximum_epochs_is_an_integer_of_at_least_1(value):
+    with pytest.raises(ValueError, match=f"expected an integer >= 1 or None. Received: "
+                                         f"max_stage_epochs={value}"):
+        plateau(max_stage_epochs=value)
 
 
 def test_plateau_stages_take_no_epochs():
