@@ -100,13 +100,20 @@ class StagedOptimizer:
             )
         self.rules: dict = {}
         self.state_variables: list = []
+        # The ProgressiveUnfreeze that stages this optimizer (the last whose set_model saw it).
+        self.owner = None
         self._patch()
+
+    @classmethod
+    def of(cls, optimizer) -> StagedOptimizer | None:
+        """The :class:`StagedOptimizer` installed on ``optimizer`` (``None``: none is)."""
+        inner = innermost_optimizer(optimizer) if optimizer is not None else None
+        return getattr(inner, "_tlft_staged", None)
 
     @classmethod
     def install(cls, model) -> StagedOptimizer:
         """The :class:`StagedOptimizer` of ``model.optimizer``, installed on first use."""
-        inner = innermost_optimizer(model.optimizer) if model.optimizer is not None else None
-        existing = getattr(inner, "_tlft_staged", None)
+        existing = cls.of(model.optimizer)
         if existing is not None:
             existing.model = model
             return existing

@@ -107,7 +107,9 @@ class StageRecords:
         self.write(epochs, iterations)
 
     def plateau_state(self) -> tuple[float, float]:
-        """``(best, wait)`` of the monitored metric in the current stage."""
+        """``(best, wait)`` of the monitored metric: the best of the current stage (or of the
+        run, with ``best_scope="run"``) and the epochs since the stage's last improvement;
+        ``wait < 0`` before any value in scope."""
         best, wait = (float(x) for x in keras.ops.convert_to_numpy(self.plateau))
         return best, wait
 

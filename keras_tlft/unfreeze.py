@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
+from keras_tlft.optim import StagedOptimizer
 from keras_tlft.plan import stage_at_epoch
 from keras_tlft.schedule import Schedule
 from keras_tlft.schedule_input import parse_schedule
@@ -70,6 +71,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     redoes the killed epoch from its first batch on top of the mid-epoch weights, so those
     batches train twice and later stages begin that many optimizer iterations later.
 
+    Next to it, `keras_tlft.StageEarlyStopping` stops training only at a plateau of the last
+    stage (plain `EarlyStopping` would end a plateau schedule at its first plateau).
+
     BatchNormalization layers stay frozen by default, which is what keeps them in inference
     mode. Their mode follows their `trainable` flag only when the backbone is called without
     `training=False` (as `build_model` calls it): Keras 3.15 and earlier override a nested
@@ -104,7 +108,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
-            `restore_best_weights`, `every`, `start`, `max_blocks`.
+            `restore_best_weights`, `every`, `start`, `max_blocks`, `max_stage_epochs`,
+            `best_scope`.
 
     Example:
 
@@ -159,6 +164,30 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         """Where the backbone is and its blocks (known once the model is set)."""
         return self._stager.backbone
 
+    @property
+    def stages(self) -> tuple:
+        """The schedule's stages on this backbone (``Stage`` objects; known once the model is
+        set)."""
+        return self._stager.stages
+
+    @property
+    def stage(self) -> int | None:
+        """The index of the stage in force in the current epoch (``None`` outside ``fit``)."""
+        return None if self._fit is None else self._stager.index
+
+    @property
+    def fitting(self) -> bool:
+        """Whether a ``fit`` with this callback is running."""
+        return self._fit is not None
+
+    @classmethod
+    def of(cls, model) -> ProgressiveUnfreeze | None:
+        """The ``ProgressiveUnfreeze`` that stages ``model`` (the last one whose ``fit`` set
+        it up), found through ``model.optimizer`` whatever the order of the callbacks; ``None``
+        when no ``ProgressiveUnfreeze`` has set it up."""
+        staged = StagedOptimizer.of(getattr(model, "optimizer", None))
+        return None if staged is None else staged.owner
+
     def set_model(self, model):
         super().set_model(model)
         # Build the optimizer for every variable the schedule can unfreeze *before* any
@@ -206,7 +235,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             )
         if self._stager is None:
             self._stager = self._prepare(self.model)
-        owner = getattr(self._stager.staged, "owner", self)
+        owner = self._stager.staged.owner or self
         if owner is not self:
             raise ValueError(
                 "Two ProgressiveUnfreeze callbacks in one fit: both would set the trainable "
@@ -229,6 +258,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             target = stage_at_epoch(stager.stages, epoch)
         else:
             target = stager.records.begun_by(epoch, len(stager.stages))
+            if self._stage_ran_out(target, epoch):
+                self._advance(target + 1, epoch)
+                target += 1
         if target != stager.index:
             n_layers = stager.enter(target, epoch)
             if self.verbose:
@@ -269,34 +301,56 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         value = float(np.float32(value))
         best, wait = stager.records.plateau_state()
         sign = -1.0 if schedule.resolved_mode() == "min" else 1.0
-        # A NaN value is never an improvement (as in EarlyStopping), and never stored: before
-        # the stage's first real value, the best is one that every finite value beats.
-        if math.isnan(value):
-            best, wait = (-sign * math.inf, 1) if wait < 0 else (best, wait + 1)
-        elif wait < 0 or math.isnan(best) or sign * (value - best) > schedule.min_delta:
-            best, wait = value, 0
+        # Before a first value in scope (wait < 0, or an older record's NaN), the best is the
+        # worst value, which every finite value beats. Infinite values are stored (JAX's
+        # multi-process check of assigned host values finds NaN unequal to itself, not inf).
+        if wait < 0 or math.isnan(best):
+            best, wait = -sign * math.inf, 0.0
+        # A non-finite value (NaN, +inf or -inf) is never an improvement, at a stage's first
+        # epoch too: -inf in mode "min" would otherwise become a best nothing can beat.
+        if math.isfinite(value) and sign * (value - best) > schedule.min_delta:
+            best, wait = value, 0.0
             if schedule.restore_best_weights:
                 fit.best_weights = self.model.get_weights()
         else:
             wait += 1
-        if wait >= schedule.patience and stager.index + 1 < len(stager.stages):
-            if schedule.restore_best_weights and fit.best_weights is not None:
-                self.model.set_weights(fit.best_weights)
-            elif schedule.restore_best_weights:
-                warnings.warn(
-                    "ProgressiveUnfreeze could not restore this stage's best weights: they were "
-                    "kept in memory by a process that has since been restarted. The next stage "
-                    "starts from the current weights.",
-                    stacklevel=2,
-                )
-            fit.best_weights = None
-            stager.records.schedule_next(stager.index + 1, fit.epoch + 1)
-            best, wait = NO_BEST
         stager.records.set_plateau(best, wait)
+        if wait >= schedule.patience and stager.index + 1 < len(stager.stages):
+            self._advance(stager.index + 1, fit.epoch + 1)
+
+    def _stage_ran_out(self, index: int, epoch: int) -> bool:
+        """Whether stage ``index`` of a plateau schedule has run its ``max_stage_epochs`` by
+        ``epoch`` (and a stage follows it). Read from the stage records, so a resumed run
+        agrees."""
+        limit = self.schedule.max_stage_epochs
+        if limit is None or index + 1 >= len(self._stager.stages):
+            return False
+        began = self._stager.records.read()[0][1 + index]
+        return began >= 0 and epoch - began >= limit
+
+    def _advance(self, index: int, epoch: int) -> None:
+        """Stage ``index`` of a plateau schedule begins at ``epoch``: the best weights (of the
+        stage or of the run: ``best_scope``) come back first, and the wait restarts."""
+        schedule, fit, records = self.schedule, self._fit, self._stager.records
+        if schedule.restore_best_weights and fit.best_weights is not None:
+            self.model.set_weights(fit.best_weights)
+        elif schedule.restore_best_weights:
+            warnings.warn(
+                "ProgressiveUnfreeze could not restore the best weights: they were kept in "
+                "memory by a process that has since been restarted. The next stage starts "
+                "from the current weights.",
+                stacklevel=3,
+            )
+        records.schedule_next(index, epoch)
+        best, wait = records.plateau_state()
+        if schedule.best_scope == "run" and wait >= 0:
+            records.set_plateau(best, 0.0)  # the run's best is kept; the wait restarts
+        else:
+            fit.best_weights = None
+            records.set_plateau(*NO_BEST)
 
     def on_train_end(self, logs=None):
-        self._fit.in_epoch = False
-        self._fit.best_weights = None
+        self._fit = None
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values."""
