@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.blocks import parse_unfreeze
     from keras_tlft.cache import fit_frozen
     from keras_tlft.drift import FeatureDrift
+    from keras_tlft.early_stopping import StageEarlyStopping
     from keras_tlft.graph import check_cacheable
     from keras_tlft.heads import parse_head_spec
     from keras_tlft.history import join_histories
@@ -53,6 +54,7 @@ _LAZY = {
     "inspect_backbone": "keras_tlft.report",
     "parse_unfreeze": "keras_tlft.blocks",
     "ProgressiveUnfreeze": "keras_tlft.unfreeze",
+    "StageEarlyStopping": "keras_tlft.early_stopping",
     "Schedule": "keras_tlft.schedule",
     "parse_schedule": "keras_tlft.schedule_input",
     "plan_stages": "keras_tlft.plan",
@@ -77,6 +79,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "LRFinderResult",
     "ProgressiveUnfreeze",
     "Schedule",
+    "StageEarlyStopping",
     "UnknownBackboneError",
     "WeightsDownloadError",
     "atomic_path",

@@ -14,6 +14,7 @@ __all__ = [
     "draws_random_numbers",
     "is_built_for",
     "learning_rate_variable",
+    "monitor_mode",
     "nadam_product",
     "print_msg",
     "producer",
@@ -89,6 +90,25 @@ def print_msg(message: str) -> None:
         print(message)
         return
     io_utils.print_msg(message)
+
+
+def monitor_mode(callback) -> str:
+    """``"min"`` or ``"max"``: the direction in which ``callback`` (a Keras ``MonitorCallback``
+    such as ``EarlyStopping``, its model set, in ``fit``) counts its metric as improving.
+
+    Why: ``MonitorCallback._set_monitor_op`` resolves ``mode="auto"`` into ``monitor_op`` from
+    the direction of the compiled metric of that name (and raises when it cannot tell); a
+    subclass that compares values itself (to count non-finite values as no improvement) needs
+    that same direction. Public alternative: none (``callback.mode`` stays ``"auto"``).
+    Checked: Keras 3.15.1.
+    """
+    if callback.mode in ("min", "max"):
+        return callback.mode
+    if callback.monitor_op is None:
+        callback._set_monitor_op()
+    from keras import ops
+
+    return "min" if callback.monitor_op is ops.less else "max"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,3 +76,26 @@ def test_every_optimizer_method_keras_tlft_wraps_still_exists():
         assert missing == [], type(optimizer).__name__
     if keras.backend.backend() == "torch":
         assert callable(getattr(keras.optimizers.Adam(), "_parallel_update_step", None))
+
+
+def test_monitor_mode_follows_the_direction_of_the_compiled_metric():
+    import numpy as np
+
+    seen = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for cb in watchers:
+                seen[(cb.monitor, cb.mode)] = compat.monitor_mode(cb)
+
+    watchers = [keras.callbacks.EarlyStopping(monitor, mode=mode)
+                for monitor, mode in [("val_r2_score", "auto"), ("val_mae", "auto"),
+                                      ("loss", "auto"), ("val_mae", "max")]]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", metrics=[keras.metrics.R2Score(), "mae"])
+    x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+    for cb in watchers:
+        cb.set_model(model)
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[Record()])
+    assert seen == {("val_r2_score", "auto"): "max", ("val_mae", "auto"): "min",
+                    ("loss", "auto"): "min", ("val_mae", "max"): "max"}
