@@ -129,7 +129,8 @@ class Schedule:
         mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name), as in EarlyStopping.
         min_delta: the smallest change that counts as an improvement. Defaults to 0.
         restore_best_weights: in a plateau schedule, restore the weights of the stage's best
-            epoch before the next stage starts. Defaults to False.
+            epoch (the run's, with ``best_scope="run"``) before the next stage starts.
+            Defaults to False.
         backbone_lr: the learning rate of the (top block of the) unfrozen backbone, absolute.
         backbone_lr_ratio: or the backbone's learning rate as a ratio of the head's (which
             follows the optimizer's schedule). Defaults to 1.
