@@ -216,8 +216,23 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 f"{owner.schedule.to_json()}"
             )
         self._stager.warn_late_stages((self.params or {}).get("epochs"))
+        self._stager.fit_length = self._fit_length()
         self._stager.index = None
         self._fit = _Fit()
+
+    def _fit_length(self) -> tuple[int, int] | None:
+        """``(epochs, steps per epoch)`` of this fit, which a slanted triangular shape needs."""
+        if self.schedule.stage_lr_shape == "constant":
+            return None
+        epochs, steps = (self.params or {}).get("epochs"), (self.params or {}).get("steps")
+        if not steps or not epochs:
+            raise ValueError(
+                "A slanted triangular learning-rate shape needs the number of steps per epoch "
+                "to size each stage's triangle: pass steps_per_epoch to fit, or data of known "
+                "length (arrays, a batched tf.data.Dataset of known cardinality, a PyDataset). "
+                f"Received: epochs={epochs!r}, steps={steps!r}"
+            )
+        return int(epochs), int(steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         stager, fit = self._stager, self._fit
