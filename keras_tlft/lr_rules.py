@@ -116,9 +116,14 @@ class LearningRateRule:
             return 1.0
         return min(1.0, max(0.0, (iteration - self.warmup_start + 1) / self.warmup_steps))
 
+    def peak(self, learning_rate: float) -> float:
+        """The learning rate after any warm-up, at the top of any shape, when the optimizer's
+        is ``learning_rate``."""
+        return self.absolute if self.absolute is not None else learning_rate * self.scale
+
     def value(self, learning_rate: float, iteration: int) -> float:
         """The learning rate in force at ``iteration`` when the optimizer's is ``learning_rate``."""
-        base = self.absolute if self.absolute is not None else learning_rate * self.scale
+        base = self.peak(learning_rate)
         shape = 1.0 if self.shape is None else self.shape.factor(iteration)
         return base * self.ramp(iteration) * shape
 

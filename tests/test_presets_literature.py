@@ -168,6 +168,18 @@ def test_slanted_triangular_rates_in_the_compiled_step_follow_the_formula():
                                [stlr(t, 40, lr / 2) for t in (10, 20, 30, 40)], rtol=1e-5)
 
 
+def test_stage_lines_print_the_peak_rates_of_the_triangle(capsys):
+    x, y = data(8)
+    model = nested_model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[ProgressiveUnfreeze(
+        {0: "none", 1: "all"}, stage_lr_shape="slanted_triangular", backbone_lr_ratio=0.5,
+        verbose=1)])
+    out = capsys.readouterr().out
+    assert ("head lr 0.1, backbone lr 0.05 at the peak of the stage's slanted triangle"
+            in out), out
+
+
 def test_slanted_triangle_needs_the_number_of_steps():
     x, y = data(4)
     model = nested_model()
@@ -178,8 +190,8 @@ def test_slanted_triangle_needs_the_number_of_steps():
             yield x[i:i + 2], y[i:i + 2]
 
     with pytest.raises(ValueError) as info:
-        model.fit(batches(), epochs=1, verbose=0,
-                  callbacks=[ProgressiveUnfreeze("ulmfit", blocks=BLOCKS)])
+        model.fit(batches(), epochs=1, verbose=0, shuffle=False, callbacks=[
+            ProgressiveUnfreeze({0: "all"}, stage_lr_shape="slanted_triangular")])
     assert "needs the number of steps per epoch" in str(info.value)
     assert "Received: epochs=1, steps=None" in str(info.value)
 
