@@ -79,7 +79,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     Args:
         schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset
             (`"two_phase"`, `"fine_tune_at:layer=100,epoch=5"`, `"gradual:every=2"`,
-            `"plateau:patience=2"`), the path of a JSON schedule file, or a `Schedule`.
+            `"plateau:patience=2"`, `"lp_ft"`, `"ulmfit"`, `"layer_decay"`), the path of a
+            JSON schedule file, or a `Schedule`.
         backbone: the backbone: `None` finds it (the layer `"backbone"` of a model from
             `keras_tlft.build_model`, or the only nested model with weights), a layer name (a
             nested model, or the last backbone layer when its layers sit directly in the model),
@@ -104,7 +105,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
-            `restore_best_weights`, `every`, `start`, `max_blocks`.
+            `restore_best_weights`, `every`, `start`, `max_blocks`, `stage_lr_shape`
+            (`"slanted_triangular"`: ULMFiT's learning rates within each stage, which needs
+            the `fit`'s steps per epoch), `cut_frac`, `ratio`.
 
     Example:
 

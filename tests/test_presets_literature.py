@@ -227,7 +227,7 @@ def test_ulmfit_plan_has_discriminative_peak_rates_and_says_slanted_triangular()
     assert plan_stages(base.layers, blocks, "lp_ft", epochs=8)[1]["lr_shape"] is None
 
 
-def test_inspect_prints_the_layer_decay_plan(capsys):
+def test_inspect_prints_the_plans_of_layer_decay_and_ulmfit(capsys):
     from keras_tlft.cli import main
 
     args = ["inspect", "vgg16", "--input-shape", "32,32,3", "--head", "gap", "--num-classes",
@@ -237,8 +237,11 @@ def test_inspect_prints_the_layer_decay_plan(capsys):
     assert len(plan) == 1 and plan[0]["unfreeze"] == "all"
     rates = [r["learning_rate"] for r in plan[0]["learning_rates"]]
     assert rates == pytest.approx([1e-3 * 0.5**k for k in range(len(rates))])
-    assert main(args[:-1]) == 0  # the table too
-    assert "schedule plan" in capsys.readouterr().out
+    table = [*args[:-4], "ulmfit:max_blocks=2", "--epochs", "4"]
+    assert main(table) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich folds long lines
+    assert "schedule plan" in out
+    assert "learning rates: slanted triangular in each stage: from 1/32 of the rates shown" in out
 
 
 # ---------------------------------------------------------------------- fine_tune
