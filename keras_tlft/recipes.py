@@ -105,7 +105,8 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             reason = None
         except ValueError as exc:
             reason = str(exc)
-        _say(verbose, f"fine_tune: frozen epochs 0-{frozen_epochs - 1} " + (
+        which = "epoch 0" if frozen_epochs == 1 else f"epochs 0-{frozen_epochs - 1}"
+        _say(verbose, f"fine_tune: frozen {which} " + (
             "on cached backbone features (fit_frozen)" if reason is None else
             f"in model.fit, as caching would change the result: {reason}"))
         if reason is None:

@@ -278,11 +278,11 @@ def compiled(model, lr=1e-2):
     return model
 
 
-def run_fine_tune(model, **kwargs):
+def run_fine_tune(model, verbose=0, **kwargs):
     x, y = data(16)
     weights = WeightsByEpoch()
     start = values(model.get_layer("backbone").weights)
-    history = fine_tune(model, x, y, batch_size=8, verbose=0, callbacks=[weights],
+    history = fine_tune(model, x, y, batch_size=8, verbose=verbose, callbacks=[weights],
                         validation_data=data(8, seed=1), **kwargs)
     return history, start, weights.epochs
 
@@ -310,15 +310,19 @@ def test_fine_tune_runs_the_lp_ft_probe_on_cached_features(spied_fit_frozen):
     assert history.history["head_lr"] == [None, None, pytest.approx(1e-3)]
 
 
-def test_fine_tune_trains_frozen_epochs_in_fit_when_caching_is_unsafe(spied_fit_frozen):
+def test_fine_tune_trains_frozen_epochs_in_fit_when_caching_is_unsafe(spied_fit_frozen,
+                                                                        capsys):
     keras.utils.set_random_seed(0)
     inner = nested_model()
     inputs = keras.Input(SHAPE)
     noisy = keras.layers.GaussianNoise(0.1)(inputs)  # random before the backbone: no cache
     model = compiled(keras.Model(inputs, inner.get_layer("head")(
         inner.get_layer("backbone")(noisy))))
-    history, start, by_epoch = run_fine_tune(model, epochs=2)
+    history, start, by_epoch = run_fine_tune(model, epochs=2, verbose=2)
     assert spied_fit_frozen == []
+    assert ("fine_tune: frozen epoch 0 in model.fit, as caching would change the result: "
+            "Cannot cache the backbone's features: layers before or inside the backbone draw "
+            "random numbers") in " ".join(capsys.readouterr().out.split())
     assert history.epoch == [0, 1] and history.history["unfreeze_stage"] == [0, 1]
     assert not any(moved(start, by_epoch[0]).values())
     assert moved(by_epoch[0], by_epoch[1])["block3_conv/kernel"]
