@@ -34,7 +34,16 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.hookspecs import hookimpl
     from keras_tlft.lr_finder import LRFinderResult, lr_find
     from keras_tlft.plan import plan_stages
-    from keras_tlft.presets import fine_tune_at, gradual, plateau, two_phase
+    from keras_tlft.presets import (
+        fine_tune_at,
+        gradual,
+        layer_decay,
+        lp_ft,
+        plateau,
+        two_phase,
+        ulmfit,
+    )
+    from keras_tlft.recipes import fine_tune
     from keras_tlft.registry import get_backbone, get_registry, list_backbones
     from keras_tlft.report import inspect_backbone
     from keras_tlft.schedule import Schedule
@@ -62,6 +71,10 @@ _LAZY = {
     "fine_tune_at": "keras_tlft.presets",
     "gradual": "keras_tlft.presets",
     "plateau": "keras_tlft.presets",
+    "lp_ft": "keras_tlft.presets",
+    "ulmfit": "keras_tlft.presets",
+    "layer_decay": "keras_tlft.presets",
+    "fine_tune": "keras_tlft.recipes",
     "fit_frozen": "keras_tlft.cache",
     "join_histories": "keras_tlft.history",
     "check_cacheable": "keras_tlft.graph",
@@ -86,6 +99,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "atomic_write",
     "build_model",
     "check_cacheable",
+    "fine_tune",
     "fine_tune_at",
     "fit_frozen",
     "get_backbone",
@@ -95,7 +109,9 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "hookimpl",
     "inspect_backbone",
     "join_histories",
+    "layer_decay",
     "list_backbones",
+    "lp_ft",
     "lr_find",
     "parse_head_spec",
     "parse_schedule",
@@ -104,6 +120,7 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "plateau",
     "tokens_as_feature_map",
     "two_phase",
+    "ulmfit",
 ]
 
 

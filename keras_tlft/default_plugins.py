@@ -24,7 +24,7 @@ def register_heads(register):
 @hookimpl
 def register_schedules(register):
     """The schedule presets of :mod:`keras_tlft.presets`: ``two_phase``, ``fine_tune_at``,
-    ``gradual``, ``plateau``."""
+    ``gradual``, ``plateau``, ``lp_ft``, ``ulmfit``, ``layer_decay``."""
     from keras_tlft.presets import PRESETS
 
     for name, factory in PRESETS.items():

@@ -67,7 +67,8 @@ def register_schedules(register):
     ``factory(**options) -> keras_tlft.Schedule``; the preset is then accepted wherever a
     schedule is (``ProgressiveUnfreeze("name:key=value")``, ``keras-tlft inspect --schedule``),
     with ``key=value`` arguments passed to the factory. keras-tlft's own presets
-    (``two_phase``, ``fine_tune_at``, ``gradual``, ``plateau``) are registered this way.
+    (``two_phase``, ``fine_tune_at``, ``gradual``, ``plateau``, ``lp_ft``, ``ulmfit``,
+    ``layer_decay``) are registered this way.
     """
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
-from keras_tlft.lr_rules import LearningRateRule
+from keras_tlft.lr_rules import LearningRateRule, SlantedTriangle
 from keras_tlft.schedule import Schedule, Stage, check_number
 from keras_tlft.schedule_input import parse_schedule
 
@@ -20,6 +20,7 @@ __all__ = [
     "describe_trigger",
     "learning_rate_rules",
     "plan_stages",
+    "stage_lr_shape",
     "stage_at_epoch",
     "stage_error",
 ]
@@ -54,7 +55,9 @@ def plan_stages(
         names of the blocks with trainable layers), ``new_blocks`` (unfrozen in this stage),
         ``trainable_layers``, ``trainable_params`` (of the backbone), ``learning_rates`` (a list
         of ``{"name", "learning_rate", "lr_scale"}``, the head first, then the unfrozen blocks
-        from the top) and ``warmup_steps``.
+        from the top; with a slanted triangular shape, each stage's peak rates),
+        ``warmup_steps`` and ``lr_shape`` (the rates' shape within a stage in words, or
+        ``None`` for constant rates).
     """
     check_number("epochs", epochs, low=1, allow_low=True, allow_none=True, integer=True)
     check_number("learning_rate", learning_rate, allow_none=True)
@@ -101,6 +104,7 @@ def _plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous, trained
         "trainable_params": params,
         "learning_rates": rates,
         "warmup_steps": schedule.warmup_steps,
+        "lr_shape": describe_lr_shape(schedule),
     }
 
 
@@ -137,6 +141,32 @@ def learning_rate_rules(schedule: Schedule, stage: Stage, n_blocks: int):
         else:
             rules.append(LearningRateRule(scale=schedule.backbone_lr_ratio * decay))
     return head, rules
+
+
+def stage_lr_shape(schedule: Schedule, stages: Sequence[Stage], index: int, begun_epoch: int,
+                   begun_iteration: int, fit_epochs: int, steps_per_epoch: int):
+    """The :class:`SlantedTriangle` of stage ``index``, begun at ``begun_epoch`` and optimizer
+    iteration ``begun_iteration`` of a ``fit`` of ``fit_epochs`` epochs of ``steps_per_epoch``
+    steps, or ``None`` for a schedule of constant rates. The stage ends where the next one
+    begins (an epoch schedule's) or, when that is not known in advance (its last stage, any
+    plateau stage), at the end of the ``fit``."""
+    if schedule.stage_lr_shape == "constant":
+        return None
+    end = fit_epochs
+    if schedule.trigger == "epoch" and index + 1 < len(stages):
+        end = min(end, stages[index + 1].epoch)
+    steps = max(1, (end - begun_epoch) * steps_per_epoch)
+    return SlantedTriangle(start=begun_iteration, steps=steps, cut_frac=schedule.cut_frac,
+                           ratio=schedule.ratio)
+
+
+def describe_lr_shape(schedule: Schedule) -> str | None:
+    """The learning rates' shape within each stage, in words (``None``: constant)."""
+    if schedule.stage_lr_shape == "constant":
+        return None
+    return (f"slanted triangular in each stage: from 1/{schedule.ratio:g} of the rates shown, up "
+            f"to them over the first {schedule.cut_frac:.0%} of the stage's steps, then down to "
+            f"1/{schedule.ratio:g} at its end")
 
 
 def describe_trigger(schedule: Schedule, index: int, stage: Stage) -> str:

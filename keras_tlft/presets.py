@@ -1,5 +1,6 @@
-"""Schedule presets: ``two_phase``, ``fine_tune_at``, ``gradual``, ``plateau``, and the preset
-strings (``"gradual:every=2"``) that :func:`keras_tlft.schedule.parse_schedule` accepts.
+"""Schedule presets: ``two_phase``, ``fine_tune_at``, ``gradual``, ``plateau``, the recipes from
+the literature ``lp_ft``, ``ulmfit`` and ``layer_decay``, and the preset strings
+(``"gradual:every=2"``) that :func:`keras_tlft.schedule.parse_schedule` accepts.
 
 The presets build :class:`~keras_tlft.schedule.Schedule` objects; plugins add their own through
 the ``register_schedules`` hook (:func:`registered_presets` lists both). The old import path
@@ -15,12 +16,13 @@ import os
 from keras_tlft.schedule import Schedule, Stage, _received, check_number
 from keras_tlft.spec import closest_names, did_you_mean
 
-__all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "parse_preset", "plateau",
-           "preset_options", "registered_presets", "two_phase"]
+__all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "layer_decay", "lp_ft",
+           "parse_preset", "plateau", "preset_options", "registered_presets", "two_phase",
+           "ulmfit"]
 
 # Options every preset takes besides its own: how the unfrozen blocks train.
 COMMON_OPTIONS = ("backbone_lr", "backbone_lr_ratio", "block_lr_decay", "warmup_steps",
-                  "train_bn", "reset_optimizer_state")
+                  "train_bn", "reset_optimizer_state", "stage_lr_shape", "cut_frac", "ratio")
 
 
 def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **options) -> Schedule:
@@ -66,11 +68,82 @@ def plateau(patience: int = 2, monitor: str = "val_loss", max_blocks: int | None
                     max_stage_epochs=max_stage_epochs, best_scope=best_scope, **options)
 
 
+def lp_ft(probe_epochs: int = 5, learning_rate: float | None = 1e-5, **options) -> Schedule:
+    """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): a linear probe
+    (the head alone) for ``probe_epochs`` epochs, then the whole model at the lower
+    ``learning_rate`` (absolute; ``None``: the optimizer's).
+
+    The probe is a fixed number of epochs rather than "until a plateau", so that it is known in
+    advance: :func:`keras_tlft.fine_tune` then runs it on cached backbone features
+    (``fit_frozen``), where an epoch costs only the head's work and a long probe, close to
+    convergence, is cheap. For a probe that ends when a metric stops improving, use
+    ``Schedule(trigger="plateau", stages=[Stage("none"), Stage("all", learning_rate=1e-5)])``.
+    ``options``: any of :data:`COMMON_OPTIONS`.
+    """
+    _check_preset_options("lp_ft", options)
+    check_number("probe_epochs", probe_epochs, low=1, allow_low=True, integer=True)
+    return Schedule(
+        stages=(Stage("none", 0), Stage("all", probe_epochs, learning_rate)), **options
+    )
+
+
+def ulmfit(every: int = 1, start: int | None = None, max_blocks: int | None = None,
+           block_lr_decay: float = 1 / 2.6, stage_lr_shape: str = "slanted_triangular",
+           **options) -> Schedule:
+    """ULMFiT (Howard & Ruder 2018): gradual unfreezing (the head alone, then one more block
+    every ``every`` epochs, top block first), discriminative learning rates (each block
+    ``block_lr_decay``, 1/2.6, times the one above it) and slanted triangular learning rates
+    (``stage_lr_shape``) restarted at each stage: up from 1/``ratio`` (1/32) over the first
+    ``cut_frac`` (10%) of the stage's steps, then back down to 1/``ratio`` at its end.
+    ``options``: any of :data:`COMMON_OPTIONS`.
+    """
+    _check_preset_options("ulmfit", options)
+    return Schedule(every=every, start=start, max_blocks=max_blocks,
+                    block_lr_decay=block_lr_decay, stage_lr_shape=stage_lr_shape, **options)
+
+
+def layer_decay(decay: float = 0.75, learning_rate: float | None = None,
+                **options) -> Schedule:
+    """Layer-wise learning-rate decay as timm and BEiT fine-tune ViTs: every block trains from
+    the first epoch, the head at ``learning_rate`` (``None``: the optimizer's), the top block at
+    ``decay`` times that, and block ``k`` from the top (the top one is ``k = 1``) at
+    ``decay ** k`` times it.
+
+    That is timm's convention (``param_groups_layer_decay``): the head is layer ``L + 1`` at
+    scale 1, encoder layer ``i`` (0-based) is layer ``i + 1`` at ``decay ** (L - i)``, and the
+    embeddings are layer 0 at ``decay ** (L + 1)``. It holds here when the backbone's blocks are
+    the embeddings (the lowest block) and one block per encoder layer; timm counts the final
+    norm with the head, here it trains with the block that holds it. ``decay`` sets
+    ``backbone_lr_ratio`` and ``block_lr_decay``, so those and ``backbone_lr`` are not options
+    here. ``options``: any other of :data:`COMMON_OPTIONS`.
+    """
+    taken = sorted(set(layer_decay.fixed_options) & set(options))
+    if taken:
+        raise ValueError(
+            f"Invalid arguments for preset 'layer_decay': {', '.join(taken)} "
+            f"{'is' if len(taken) == 1 else 'are'} set by decay (the top block trains at decay "
+            "times the head's rate, each block below at decay times the one above). Expected "
+            "decay= alone. Received: "
+            + ", ".join(f"{k}={options[k]!r}" for k in taken))
+    _check_preset_options("layer_decay", options)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ValueError("Invalid decay: expected a number in (0, 1], the learning-rate "
+                         f"multiplier per block from the head down. {_received('decay', decay)}")
+    return Schedule(stages=(Stage("all", 0, learning_rate),), backbone_lr_ratio=decay,
+                    block_lr_decay=decay, **options)
+
+
+# The common options a preset sets itself (preset_options leaves them out).
+layer_decay.fixed_options = ("backbone_lr", "backbone_lr_ratio", "block_lr_decay")
+
 PRESETS = {
     "two_phase": two_phase,
     "fine_tune_at": fine_tune_at,
     "gradual": gradual,
     "plateau": plateau,
+    "lp_ft": lp_ft,
+    "ulmfit": ulmfit,
+    "layer_decay": layer_decay,
 }
 
 PRESET_HELP = (
@@ -89,9 +162,14 @@ def registered_presets() -> dict:
 
 
 def preset_options(name: str) -> tuple[str, ...]:
-    """The options preset ``name`` takes: its own, then :data:`COMMON_OPTIONS`."""
-    params = inspect.signature(registered_presets()[name]).parameters.values()
-    return (*(p.name for p in params if p.kind is not p.VAR_KEYWORD), *COMMON_OPTIONS)
+    """The options preset ``name`` takes: its own, then :data:`COMMON_OPTIONS` (less those it
+    sets itself, listed in the factory's ``fixed_options`` attribute)."""
+    factory = registered_presets()[name]
+    params = inspect.signature(factory).parameters.values()
+    own = (p.name for p in params if p.kind is not p.VAR_KEYWORD)
+    fixed = getattr(factory, "fixed_options", ())
+    # dict.fromkeys: an option that is both its own and common (ulmfit's block_lr_decay) once.
+    return tuple(dict.fromkeys((*own, *(o for o in COMMON_OPTIONS if o not in fixed))))
 
 
 def _unknown_options(name: str, options) -> str | None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
+from keras_tlft.lr_rules import check_lr_shape
 
 __all__ = ["Schedule", "Stage", "check_number"]
 
@@ -153,6 +154,18 @@ class Schedule:
             Defaults to ``"stage"``: a stage that unfreezes more blocks can start worse than
             the last one ended (new blocks at a fresh learning rate), and under ``"run"`` such
             a stage is cut after ``patience`` epochs before it can recover.
+        stage_lr_shape: ``"constant"`` (the default), or ``"slanted_triangular"``: within each
+            stage every learning rate (head and blocks) rises linearly from ``1/ratio`` of its
+            value over the first ``cut_frac`` of the stage's steps, then falls linearly back to
+            ``1/ratio`` at the stage's end (ULMFiT's slanted triangular learning rates,
+            restarted at each stage). A stage's steps are its epochs times the steps per epoch
+            of the ``fit``; a stage whose end is not known in advance (the last one, or any
+            stage of a plateau schedule) runs its triangle over the rest of the ``fit``'s
+            epochs.
+        cut_frac: with ``"slanted_triangular"``, the fraction of a stage's steps over which
+            its learning rates rise. Defaults to 0.1 (ULMFiT's).
+        ratio: with ``"slanted_triangular"``, how many times smaller than the peak a stage's
+            learning rates start and end. Defaults to 32 (ULMFiT's).
     """
 
     stages: tuple = ()
@@ -173,6 +186,9 @@ class Schedule:
     reset_optimizer_state: bool = False
     max_stage_epochs: int | None = None
     best_scope: str = "stage"
+    stage_lr_shape: str = "constant"
+    cut_frac: float = 0.1
+    ratio: float = 32.0
 
     def __post_init__(self):
         if self.trigger not in TRIGGERS:
@@ -219,6 +235,7 @@ class Schedule:
                 f"backbone_lr_ratio={self.backbone_lr_ratio!r}"
             )
         self._check_trigger_fields()
+        check_lr_shape(self.stage_lr_shape, self.cut_frac, self.ratio)
 
     def _parse_stages(self, stages) -> tuple:
         if isinstance(stages, Mapping):

@@ -19,7 +19,7 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.discovery import Backbone, describe_source
 from keras_tlft.optim import StagedOptimizer, innermost_optimizer, retrace
-from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error
+from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error, stage_lr_shape
 from keras_tlft.schedule import MAX_STAGES, Schedule
 
 # The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
@@ -153,6 +153,8 @@ class Stager:
         self.trainable_params = 0
         self.head_rule = None
         self.block_rules: dict = {}
+        # (epochs, steps per epoch) of the fit under way, for a slanted triangular shape.
+        self.fit_length: tuple[int, int] | None = None
 
     def apply(self, index: int) -> range:
         """Set the trainable flags of stage ``index``; returns the unfrozen layer indices."""
@@ -264,9 +266,14 @@ class Stager:
 
     def _set_learning_rates(self, index: int) -> None:
         bb = self.backbone
-        _, iterations = self.records.read()
+        epochs, iterations = self.records.read()
         head_rule, block_rules = learning_rate_rules(self.schedule, self.stages[index],
                                                      len(bb.blocks))
+        shape = None
+        if self.fit_length is not None:
+            shape = stage_lr_shape(self.schedule, self.stages, index, int(epochs[1 + index]),
+                                   int(iterations[index]), *self.fit_length)
+        head_rule = replace(head_rule, shape=shape)
         backbone_ids = set()
         per_block: dict[int, list] = {}
         for i, layer in enumerate(bb.layers):
@@ -277,7 +284,7 @@ class Stager:
         self.block_rules = {}
         rules = []
         for b, variables in per_block.items():
-            rule = block_rules[b]
+            rule = replace(block_rules[b], shape=shape)
             if warmup:
                 rule = replace(rule, warmup_steps=warmup,
                                warmup_start=self._run_start(index, b, iterations))
@@ -288,13 +295,18 @@ class Stager:
         self.head_rule = head_rule
         self.staged.set_rules(rules)
 
-    def learning_rates(self, iteration: int) -> dict:
-        """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``."""
+    def learning_rates(self, iteration: int | None) -> dict:
+        """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``
+        (``None``: their peaks, after any warm-up and at the top of any slanted triangle)."""
         lr = float(keras.ops.convert_to_numpy(self.staged.inner.learning_rate))
-        rates = [self.block_rules[b].value(lr, iteration) for b in self.unfrozen_blocks
+
+        def value(rule):
+            return rule.peak(lr) if iteration is None else rule.value(lr, iteration)
+
+        rates = [value(self.block_rules[b]) for b in self.unfrozen_blocks
                  if b in self.block_rules]
         return {
-            "head_lr": self.head_rule.value(lr, iteration),
+            "head_lr": value(self.head_rule),
             "backbone_lr": rates[-1] if rates else 0.0,
             "backbone_lr_min": rates[0] if rates else 0.0,
         }
@@ -349,7 +361,7 @@ class Stager:
         names = [self.backbone.blocks[b].name for b in self.unfrozen_blocks]
         what = (f"{len(names)} block{'s' if len(names) != 1 else ''} "
                 f"({names[0]}..{names[-1]}), {n_layers} layers" if names else "backbone frozen")
-        lrs = self.learning_rates(2**62)  # the full rates, after any warm-up
+        lrs = self.learning_rates(None)  # the full rates: after any warm-up, at the peak
         lr_text = f"head lr {lrs['head_lr']:.3g}"
         if names:
             lr_text += f", backbone lr {lrs['backbone_lr']:.3g}"
@@ -357,6 +369,8 @@ class Stager:
                 lr_text += f"..{lrs['backbone_lr_min']:.3g}"
             if self.schedule.warmup_steps:
                 lr_text += f" (after a {self.schedule.warmup_steps}-step warm-up)"
+        if self.schedule.stage_lr_shape != "constant":
+            lr_text += " at the peak of the stage's slanted triangle"
         trigger = describe_trigger(self.schedule, index, stage)
         compat.print_msg(
             f"Epoch {epoch + 1}: ProgressiveUnfreeze stage {index + 1}/{len(self.stages)} "

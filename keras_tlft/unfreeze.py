@@ -83,7 +83,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     Args:
         schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset
             (`"two_phase"`, `"fine_tune_at:layer=100,epoch=5"`, `"gradual:every=2"`,
-            `"plateau:patience=2"`), the path of a JSON schedule file, or a `Schedule`.
+            `"plateau:patience=2"`, `"lp_ft"`, `"ulmfit"`, `"layer_decay"`), the path of a
+            JSON schedule file, or a `Schedule`.
         backbone: the backbone: `None` finds it (the layer `"backbone"` of a model from
             `keras_tlft.build_model`, or the only nested model with weights), a layer name (a
             nested model, or the last backbone layer when its layers sit directly in the model),
@@ -109,7 +110,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
             `restore_best_weights`, `every`, `start`, `max_blocks`, `max_stage_epochs`,
-            `best_scope`.
+            `best_scope`, `stage_lr_shape` (`"slanted_triangular"`: ULMFiT's learning rates
+            within each stage, which needs the `fit`'s steps per epoch), `cut_frac`, `ratio`.
 
     Example:
 
@@ -245,8 +247,23 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 f"{owner.schedule.to_json()}"
             )
         self._stager.warn_late_stages((self.params or {}).get("epochs"))
+        self._stager.fit_length = self._fit_length()
         self._stager.index = None
         self._fit = _Fit()
+
+    def _fit_length(self) -> tuple[int, int] | None:
+        """``(epochs, steps per epoch)`` of this fit, which a slanted triangular shape needs."""
+        if self.schedule.stage_lr_shape == "constant":
+            return None
+        epochs, steps = (self.params or {}).get("epochs"), (self.params or {}).get("steps")
+        if not steps or not epochs:
+            raise ValueError(
+                "A slanted triangular learning-rate shape needs the number of steps per epoch "
+                "to size each stage's triangle: pass steps_per_epoch to fit, or data of known "
+                "length (arrays, a batched tf.data.Dataset of known cardinality, a PyDataset). "
+                f"Received: epochs={epochs!r}, steps={steps!r}"
+            )
+        return int(epochs), int(steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         stager, fit = self._stager, self._fit

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.heavy
 
 TESTS = Path(__file__).parent
 # The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift,
-# StageEarlyStopping).
+# StageEarlyStopping, the presets from the literature and fine_tune).
 CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
     str(TESTS / "test_lr_finder.py"), str(TESTS / "test_drift.py"),
-    str(TESTS / "test_early_stopping.py")]
+    str(TESTS / "test_early_stopping.py"), str(TESTS / "test_presets_literature.py")]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -121,7 +121,8 @@ def test_a_plugins_head_and_schedule_presets_work_and_ours_stay_ours(sloppy):
                        "by plugin 'sloppy'; the first is kept"]
     ours = next(p for p in doc["plugins"] if p["name"] == "keras_tlft")
     assert ours["heads"] == ["gap", "mlp", "mlp_bn", "vgg"]
-    assert ours["schedules"] == ["fine_tune_at", "gradual", "plateau", "two_phase"]
+    assert ours["schedules"] == ["fine_tune_at", "gradual", "layer_decay", "lp_ft", "plateau",
+                                 "two_phase", "ulmfit"]
 
 
 def test_check_builds_and_fails_with_a_table_of_what_fails(sloppy):

@@ -204,7 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
     p.add_argument("--schedule", metavar="PRESET|FILE",
                    help="print a ProgressiveUnfreeze schedule stage by stage: a preset "
-                   "(two_phase, gradual:every=2, fine_tune_at:layer=100, plateau) or a JSON file")
+                   "(two_phase, gradual:every=2, fine_tune_at:layer=100, plateau, lp_ft, ulmfit, "
+                   "layer_decay) or a JSON file")
     p.add_argument("--epochs", type=_positive_int, metavar="N",
                    help="with --schedule: the run's number of epochs")
     p.add_argument("--learning-rate", type=_learning_rate, metavar="LR",

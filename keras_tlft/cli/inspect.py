@@ -131,6 +131,9 @@ def _render_plan(plan: list, out: Console) -> None:
     out.print("[dim]trainable: the model's trainable parameters (head included), as the totals "
               "count them; block lr: the unfrozen blocks' learning rates, top block first (xN: "
               "times the optimizer's)[/dim]")
+    shape = plan[0].get("lr_shape")
+    if shape:
+        out.print(f"[dim]learning rates: {escape(shape)}[/dim]")
 
 
 def _rate(rule: dict) -> str:
