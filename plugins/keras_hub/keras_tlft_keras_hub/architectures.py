@@ -43,8 +43,11 @@ ViT, DeiT, DINOv2 and DINOv3 to ``(1, tokens, dim)`` (``gap`` then averages ever
 registers and patches), ``"grid"`` reshapes Swin's output to its ``(H/32, W/32, dim)`` grid and
 ``"last_stage"`` keeps HGNetV2's last-stage map. No parameters are added.
 
-keras-hub's DINO layers run their transformer layers inside one ``encoder`` layer, so a DINO
-backbone unfreezes in three blocks: ``embedding``, ``encoder`` and ``final_norm``. Their
+keras-hub's DINO backbones run their transformer layers inside one ``encoder`` layer; the
+builder rebuilds them with each transformer layer a layer of the model (see
+:mod:`keras_tlft_keras_hub.dino`), so a DINO backbone unfreezes in ``embedding``, one block per
+transformer layer (``layer_0``...) and ``final_norm``: gradual unfreezing and layer-wise
+learning-rate decay then act per transformer layer, as timm's and BEiT's do. Their
 preprocessing is ``"torch"``: keras-hub's conversion scripts build the image converter from
 Hugging Face's processor, ImageNet's mean and std on 0-1 pixels; for the SAT-493M presets too,
 whose processor carries the same values (the DINOv3 README gives satellite statistics for them).
@@ -53,6 +56,8 @@ whose processor carries the same values (the DINOv3 README gives satellite stati
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from keras_tlft_keras_hub.dino import dino_blocks
 
 
 @dataclass(frozen=True)
@@ -631,11 +636,6 @@ SWINS = tuple(
 
 # --- DINOv2, DINOv3 (self-supervised ViTs; Hugging Face configs) ---------------------------
 
-DINO_BLOCKS = (
-    ("embedding", "^(images|pixel_values)$"), ("encoder", "^encoder$"),
-    ("final_norm", "^layernorm$"),
-)
-
 _DINOV2_SIZES = {  # hidden_dim, layers, heads, label; the giant's MLP is SwiGLU
     "small": (384, 12, 6, "ViT-S/14"), "base": (768, 12, 12, "ViT-B/14"),
     "large": (1024, 24, 16, "ViT-L/14"), "giant": (1536, 40, 24, "ViT-g/14"),
@@ -661,8 +661,8 @@ DINOV2S = tuple(
         f"dinov2_{'with_registers_' if registers else ''}{size}", "DINOV2Backbone", "dinov2",
         f"DINOv2 {_DINOV2_SIZES[size][3]}{' with registers' if registers else ''}, "
         "self-supervised on LVD-142M (keras-hub preset)",
-        params, _dinov2(size, registers), DINO_BLOCKS, "torch", weights="lvd142m",
-        default_input_shape=_square(518), min_input_size=14, output="tokens",
+        params, _dinov2(size, registers), dino_blocks(_DINOV2_SIZES[size][1]), "torch",
+        weights="lvd142m", default_input_shape=_square(518), min_input_size=14, output="tokens",
     )
     for registers, size, params in (
         (False, "small", 22_582_656),
@@ -707,8 +707,8 @@ DINOV3S = tuple(
         f"dinov3_vit_{size}_{data}", "DINOV3Backbone", "dinov3",
         f"DINOv3 {_DINOV3_SIZES[size][5]}, self-supervised on "
         f"{'LVD-1689M' if data == 'lvd1689m' else 'SAT-493M satellite images'} (keras-hub preset)",
-        params, _dinov3(size), DINO_BLOCKS, "torch", weights=data, published_as="rounded",
-        min_input_size=16, output="tokens",
+        params, _dinov3(size), dino_blocks(_DINOV3_SIZES[size][1]), "torch", weights=data,
+        published_as="rounded", min_input_size=16, output="tokens",
     )
     for size, data, params in (
         ("small", "lvd1689m", 21_596_544),
