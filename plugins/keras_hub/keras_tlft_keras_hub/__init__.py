@@ -27,7 +27,7 @@ import functools
 from keras_tlft import BackboneSpec, hookimpl, tokens_as_feature_map
 from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
-from keras_tlft_keras_hub.dino import DINO_CONSTRUCTORS, layers_as_model_layers
+from keras_tlft_keras_hub.transformer_layers import UNROLLED, layers_as_model_layers
 
 SOURCE = "keras_hub"
 KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
@@ -68,7 +68,7 @@ def adapt_output(backbone, arch: Architecture, shape):
     DINOv2, DINOv3, Swin; the last stage of HGNetV2's several maps), and DINO's transformer
     layers as layers of the model (see :mod:`keras_tlft_keras_hub.dino`). Other backbones are
     returned as they are."""
-    if arch.constructor in DINO_CONSTRUCTORS:
+    if arch.constructor in UNROLLED:
         backbone = layers_as_model_layers(backbone)
     if arch.output == "tokens":
         return tokens_as_feature_map(backbone)

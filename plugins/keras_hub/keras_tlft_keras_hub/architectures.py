@@ -43,12 +43,13 @@ ViT, DeiT, DINOv2 and DINOv3 to ``(1, tokens, dim)`` (``gap`` then averages ever
 registers and patches), ``"grid"`` reshapes Swin's output to its ``(H/32, W/32, dim)`` grid and
 ``"last_stage"`` keeps HGNetV2's last-stage map. No parameters are added.
 
-keras-hub's DINO backbones run their transformer layers inside one ``encoder`` layer; the
-builder rebuilds them with each transformer layer a layer of the model (see
-:mod:`keras_tlft_keras_hub.dino`), so a DINO backbone unfreezes in ``embedding``, one block per
-transformer layer (``layer_0``...) and ``final_norm``: gradual unfreezing and layer-wise
-learning-rate decay then act per transformer layer, as timm's and BEiT's do. Their
-preprocessing is ``"torch"``: keras-hub's conversion scripts build the image converter from
+keras-hub's ViTs (ViT, DeiT, DINOv2, DINOv3) run their transformer layers inside one encoder
+layer; the builder rebuilds them with each transformer layer a layer of the model (see
+:mod:`keras_tlft_keras_hub.transformer_layers`), so they unfreeze in ``embedding``, one block
+per transformer layer (DINO's ``layer_0``..., ViT's and DeiT's ``block_1``...) and
+``final_norm``: gradual unfreezing and layer-wise learning-rate decay then act per transformer
+layer, as timm's and BEiT's do. The DINOs' preprocessing
+is ``"torch"``: keras-hub's conversion scripts build the image converter from
 Hugging Face's processor, ImageNet's mean and std on 0-1 pixels; for the SAT-493M presets too,
 whose processor carries the same values (the DINOv3 README gives satellite statistics for them).
 """
@@ -57,7 +58,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keras_tlft_keras_hub.dino import dino_blocks
+from keras_tlft_keras_hub.transformer_layers import transformer_blocks
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,6 @@ RESNET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack_{}", range(4
 DENSENET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack{}", range(1, 5))
 MIT_BLOCKS = _stages("patch_and_embed_{}$", "stage_{}", range(4))
 XCEPTION_BLOCKS = _stages("block{}_", "block{}", range(1, 15))
-TOKEN_BLOCKS = (("embedding", "^(images|input)"), ("encoder", "^(vit|deit)_encoder$"))
 SWIN_BLOCKS = (("stem", "^patch_embedding$"),) + _stages("stage_{}$", "stage_{}", range(4))
 HGNETV2_BLOCKS = (("embedder", "^embedder$"), ("encoder", "^encoder$"))
 
@@ -563,7 +563,8 @@ VITS = tuple(
         f"vit_{size}_patch{patch}_{image}_{data}", "ViTBackbone", "vit",
         f"ViT-{size.capitalize()}/{patch} at {image}, "
         f"{'ImageNet-21k' if data == 'imagenet21k' else 'ImageNet-1k'} (keras-hub preset)",
-        params, _vit(size, patch, image), TOKEN_BLOCKS, "tf", weights=data,
+        params, _vit(size, patch, image), transformer_blocks("ViTBackbone", _VIT_SIZES[size][1]),
+        "tf", weights=data,
         default_input_shape=_square(image), min_input_size=image, output="tokens",
     )
     for size, patch, image, data, params in (
@@ -594,7 +595,8 @@ DEITS = tuple(
             "hidden_dim": _DEIT_SIZES[size][0], "intermediate_dim": _DEIT_SIZES[size][3],
             "layer_norm_epsilon": 1e-12,
         },
-        TOKEN_BLOCKS, "torch", default_input_shape=_square(image), min_input_size=image,
+        transformer_blocks("DeiTBackbone", _DEIT_SIZES[size][1]), "torch",
+        default_input_shape=_square(image), min_input_size=image,
         output="tokens",
     )
     for size, image, params in (
@@ -661,8 +663,9 @@ DINOV2S = tuple(
         f"dinov2_{'with_registers_' if registers else ''}{size}", "DINOV2Backbone", "dinov2",
         f"DINOv2 {_DINOV2_SIZES[size][3]}{' with registers' if registers else ''}, "
         "self-supervised on LVD-142M (keras-hub preset)",
-        params, _dinov2(size, registers), dino_blocks(_DINOV2_SIZES[size][1]), "torch",
-        weights="lvd142m", default_input_shape=_square(518), min_input_size=14, output="tokens",
+        params, _dinov2(size, registers),
+        transformer_blocks("DINOV2Backbone", _DINOV2_SIZES[size][1]), "torch", weights="lvd142m",
+        default_input_shape=_square(518), min_input_size=14, output="tokens",
     )
     for registers, size, params in (
         (False, "small", 22_582_656),
@@ -707,8 +710,8 @@ DINOV3S = tuple(
         f"dinov3_vit_{size}_{data}", "DINOV3Backbone", "dinov3",
         f"DINOv3 {_DINOV3_SIZES[size][5]}, self-supervised on "
         f"{'LVD-1689M' if data == 'lvd1689m' else 'SAT-493M satellite images'} (keras-hub preset)",
-        params, _dinov3(size), dino_blocks(_DINOV3_SIZES[size][1]), "torch", weights=data,
-        published_as="rounded", min_input_size=16, output="tokens",
+        params, _dinov3(size), transformer_blocks("DINOV3Backbone", _DINOV3_SIZES[size][1]),
+        "torch", weights=data, published_as="rounded", min_input_size=16, output="tokens",
     )
     for size, data, params in (
         ("small", "lvd1689m", 21_596_544),

@@ -1,11 +1,11 @@
-"""keras-hub's DINOv2 and DINOv3 backbones, one block per transformer layer (plugins/keras_hub,
-``keras_tlft_keras_hub.dino``): the blocks, the output and weights left as keras-hub makes them,
-gradual unfreezing one transformer layer at a time, layer-wise learning-rate decay at each
-layer's rate, and ``.keras`` save/load.
+"""keras-hub's ViTs (DINOv2, DINOv3, ViT, DeiT), one block per transformer layer
+(``keras_tlft_keras_hub.transformer_layers``): the blocks, the output and weights left as
+keras-hub makes them, ``inspect``, gradual unfreezing one transformer layer at a time,
+layer-wise learning-rate decay at each layer's rate, and ``.keras`` save/load (DINO).
 
-Tiny DINOs (2 transformer layers of width 32) built offline with random weights; the registered
-real sizes are checked by ``tests/test_keras_hub_plugin.py`` (their parameter counts and blocks)
-and, ``heavy``, by the last test here.
+Tiny ones (2 transformer layers of width 32) built offline with random weights; the registered
+real sizes' parameter counts and blocks are checked by ``tests/test_keras_hub_plugin.py``, and
+the last test here (``heavy``) reloads a real-size DINOv2 and recognises it by structure.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import keras_tlft_keras_hub as plugin
 import numpy as np
 import pytest
 from keras_tlft_keras_hub.architectures import ARCHITECTURES
-from keras_tlft_keras_hub.dino import dino_blocks, layers_as_model_layers
+from keras_tlft_keras_hub.transformer_layers import layers_as_model_layers, transformer_blocks
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -27,8 +27,7 @@ from test_optim_canary import OPTIMIZERS, GradientRecorder, _keras_step  # noqa:
 pytestmark = pytest.mark.skipif(not plugin.is_available(), reason="keras-hub not installed")
 
 BY_NAME = {arch.name: arch for arch in ARCHITECTURES}
-TINY = {"num_layers": 2, "hidden_dim": 32, "num_heads": 2, "intermediate_dim": 64}
-BLOCK_NAMES = ["embedding", "layer_0", "layer_1", "final_norm"]
+TINY = {"num_layers": 2, "hidden_dim": 32, "num_heads": 2}
 
 
 def _tiny(preset, shape, **config):
@@ -36,15 +35,40 @@ def _tiny(preset, shape, **config):
     arch = BY_NAME[preset]
     return dataclasses.replace(
         arch, name=f"{arch.family}_tiny", config={**arch.config, **TINY, **config},
-        blocks=dino_blocks(TINY["num_layers"]), params=None, default_input_shape=shape,
+        blocks=transformer_blocks(arch.constructor, TINY["num_layers"]), params=None,
+        default_input_shape=shape, min_input_size=shape[0],
     )
 
 
 TINY_ARCHS = {
-    "dinov2": _tiny("dinov2_small", (28, 28, 3), position_embedding_shape=(56, 56)),
-    "dinov3": _tiny("dinov3_vit_small_lvd1689m", (32, 32, 3)),
+    "dinov2": _tiny("dinov2_small", (28, 28, 3), intermediate_dim=64,
+                    position_embedding_shape=(56, 56)),
+    "dinov3": _tiny("dinov3_vit_small_lvd1689m", (32, 32, 3), intermediate_dim=64),
+    "vit": _tiny("vit_base_patch16_224_imagenet", (32, 32, 3), mlp_dim=64),
+    "deit": _tiny("deit_tiny_distilled_patch16_224_imagenet", (32, 32, 3), intermediate_dim=64),
 }
 FAMILIES = sorted(TINY_ARCHS)
+DINOS = ["dinov2", "dinov3"]
+# Training tests: the DINOs in the default run, ViT and DeiT (the same code path) with -m heavy
+TRAINED = [pytest.param(f, marks=() if f in DINOS else pytest.mark.heavy) for f in FAMILIES]
+
+
+@dataclasses.dataclass(frozen=True)
+class Names:
+    """The block names and the names of the layers they hold, in a tiny backbone."""
+
+    blocks: tuple
+    embeddings: str
+    transformer_layers: tuple
+    final_norm: str
+
+
+NAMES = {
+    **{f: Names(("embedding", "layer_0", "layer_1", "final_norm"), "embeddings",
+                ("layers_0", "layers_1"), "layernorm") for f in DINOS},
+    **{f: Names(("embedding", "block_1", "block_2", "final_norm"), f"{f}_patching_and_embedding",
+                ("transformer_block_1", "transformer_block_2"), "ln") for f in ("vit", "deit")},
+}
 
 
 def _spec(family):
@@ -56,8 +80,8 @@ def _keras_hub_backbone(family, **kwargs):
     import keras_hub
 
     arch = TINY_ARCHS[family]
-    return getattr(keras_hub.models, arch.constructor)(
-        **arch.config, image_shape=arch.default_input_shape, **kwargs)
+    config = {**arch.config, "image_shape": arch.default_input_shape, **kwargs}
+    return getattr(keras_hub.models, arch.constructor)(**config)
 
 
 def _images(family, n=4):
@@ -87,12 +111,13 @@ def test_each_transformer_layer_is_a_block_between_embedding_and_final_norm(fami
 
     model = _spec(family).build(input_shape=TINY_ARCHS[family].default_input_shape,
                                 weights=None, include_top=False)
+    names = NAMES[family]
     blocks = cut_into_blocks(model.layers, _spec(family).blocks)
-    assert [b.name for b in blocks] == BLOCK_NAMES
-    members = {b.name: [model.layers[i].name for i in b.indices()] for b in blocks}
-    assert members["layer_0"] == ["layers_0"] and members["layer_1"] == ["layers_1"]
-    assert members["final_norm"] == ["layernorm", "tokens_as_map"]
-    assert "embeddings" in members["embedding"]
+    members = [[model.layers[i].name for i in b.indices()] for b in blocks]
+    assert [b.name for b in blocks] == list(names.blocks)
+    assert names.embeddings in members[0]
+    assert members[1:3] == [[layer] for layer in names.transformer_layers]
+    assert members[3] == [names.final_norm, "tokens_as_map"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -109,8 +134,8 @@ def test_output_and_weights_are_keras_hubs_own(family):
                                   expected)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_blocks_fit_a_backbone_named_as_a_preset_names_it(family):
+@pytest.mark.parametrize("family", DINOS)
+def test_blocks_fit_a_dino_named_as_a_preset_names_it(family):
     """keras-hub prefixes the layer names with the backbone's name when it has one (a preset's
     config names it), and the rules allow for it."""
     from keras_tlft.blocks import cut_into_blocks
@@ -119,7 +144,7 @@ def test_blocks_fit_a_backbone_named_as_a_preset_names_it(family):
     model = layers_as_model_layers(hub)
     blocks = cut_into_blocks(model.layers, _spec(family).blocks)
     members = {b.name: [model.layers[i].name for i in b.indices()] for b in blocks}
-    assert list(members) == BLOCK_NAMES
+    assert list(members) == list(NAMES[family].blocks)
     assert members["layer_1"] == ["layers_1"]
     assert members["final_norm"] == [f"{family}_backbone_layernorm"]
 
@@ -129,16 +154,17 @@ def test_inspect_unfreezes_the_top_transformer_layer_and_the_final_norm(family):
     from keras_tlft.blocks import count_weights
     from keras_tlft.report import inspect_backbone
 
+    names = NAMES[family]
     report = inspect_backbone(_spec(family), unfreeze=2)
-    assert [b["name"] for b in report["blocks"]] == BLOCK_NAMES
-    assert [b["name"] for b in report["blocks"] if b["trainable"]] == ["layer_1", "final_norm"]
+    assert [b["name"] for b in report["blocks"]] == list(names.blocks)
+    assert [b["name"] for b in report["blocks"] if b["trainable"]] == list(names.blocks[2:])
     model = _spec(family).build(input_shape=TINY_ARCHS[family].default_input_shape,
                                 weights=None, include_top=False)
-    top = [model.get_layer(name) for name in ("layers_1", "layernorm")]
+    top = [model.get_layer(name) for name in (names.transformer_layers[1], names.final_norm)]
     assert report["trainable_params"] == count_weights(v for layer in top for v in layer.weights)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINED)
 def test_gradual_unfreezing_trains_one_more_transformer_layer_each_epoch(family):
     import keras
 
@@ -155,10 +181,11 @@ def test_gradual_unfreezing_trains_one_more_transformer_layer_each_epoch(family)
     model.fit(images, labels, batch_size=4, epochs=3, verbose=0,
               callbacks=[ProgressiveUnfreeze("gradual"), record])
     moved = [_moved(before, after) for before, after in zip(snapshots, snapshots[1:])]
-    assert moved == [set(), {"layernorm"}, {"layernorm", "layers_1"}]
+    norm, top = NAMES[family].final_norm, NAMES[family].transformer_layers[1]
+    assert moved == [set(), {norm}, {norm, top}]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINED)
 def test_layer_decay_steps_each_transformer_layer_at_its_own_rate(family):
     """``block_lr_decay=0.75``: the final norm at the head's rate, each block below it at 0.75
     times the one above (timm's and BEiT's layer decay): one step of each block, with SGD and
@@ -182,8 +209,9 @@ def test_layer_decay_steps_each_transformer_layer_at_its_own_rate(family):
     gradients = {v.path: keras.ops.convert_to_numpy(g)
                  for v, g in zip(model.trainable_variables, recorder.seen)}
 
-    rates = {"layernorm": head_lr, "layers_1": head_lr * decay, "layers_0": head_lr * decay ** 2,
-             "embeddings": head_lr * decay ** 3}
+    names = NAMES[family]
+    bottom_up = [names.embeddings, *names.transformer_layers, names.final_norm]
+    rates = {name: head_lr * decay ** (len(bottom_up) - 1 - b) for b, name in enumerate(bottom_up)}
     for optimizer in ("SGD", "Adam"):
         for v in model.weights:
             v.assign(start[v.path])
@@ -207,8 +235,8 @@ def test_layer_decay_steps_each_transformer_layer_at_its_own_rate(family):
             assert any(not np.allclose(above[p], steps[p], rtol=1e-2) for p in steps), name
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_saved_model_reloads_with_the_same_output_and_blocks(family, tmp_path):
+@pytest.mark.parametrize("family", DINOS)
+def test_a_saved_dino_reloads_with_the_same_output_and_blocks(family, tmp_path):
     import keras
 
     from keras_tlft import build_model
@@ -225,3 +253,23 @@ def test_a_saved_model_reloads_with_the_same_output_and_blocks(family, tmp_path)
     found = locate_backbone(reloaded)
     assert ours.blocks_source == "build_model" and found.blocks_source == "derived"
     assert [(b.first, b.last) for b in found.blocks] == [(b.first, b.last) for b in ours.blocks]
+
+
+@pytest.mark.heavy
+def test_a_reloaded_dinov2_small_is_recognised_by_structure(tmp_path):
+    """A real-size DINOv2 saved and reloaded (no spec attached) gets its 14 blocks back from the
+    registered rules, by structure, at another input size than the registered one."""
+    import keras
+
+    from keras_tlft import build_model
+    from keras_tlft.discovery import locate_backbone
+
+    model = build_model("keras_hub:dinov2_small", num_classes=2, weights=None,
+                        input_shape=(56, 56, 3))
+    model.save(tmp_path / "dinov2.keras")
+    found = locate_backbone(keras.models.load_model(tmp_path / "dinov2.keras"))
+    assert found.blocks_source == "structure"
+    # dinov2_small's rules are those of every 12-layer DINOv2 (base too): same blocks
+    assert found.blocks_spec.family == "dinov2"
+    assert [b.name for b in found.blocks] == (
+        ["embedding", *(f"layer_{i}" for i in range(12)), "final_norm"])
