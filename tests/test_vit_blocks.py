@@ -1,4 +1,4 @@
-"""keras-hub's ViTs (DINOv2, DINOv3, ViT, DeiT), one block per transformer layer
+"""keras-hub's ViTs (DINOv2, DINOv3, ViT), one block per transformer layer
 (``keras_tlft_keras_hub.transformer_layers``): the blocks, the output and weights left as
 keras-hub makes them, ``inspect``, gradual unfreezing one transformer layer at a time,
 layer-wise learning-rate decay at each layer's rate, and ``.keras`` save/load (DINO).
@@ -45,11 +45,10 @@ TINY_ARCHS = {
                     position_embedding_shape=(56, 56)),
     "dinov3": _tiny("dinov3_vit_small_lvd1689m", (32, 32, 3), intermediate_dim=64),
     "vit": _tiny("vit_base_patch16_224_imagenet", (32, 32, 3), mlp_dim=64),
-    "deit": _tiny("deit_tiny_distilled_patch16_224_imagenet", (32, 32, 3), intermediate_dim=64),
 }
 FAMILIES = sorted(TINY_ARCHS)
 DINOS = ["dinov2", "dinov3"]
-# Training tests: the DINOs in the default run, ViT and DeiT (the same code path) with -m heavy
+# Training tests: the DINOs in the default run, ViT (the same code path) with -m heavy
 TRAINED = [pytest.param(f, marks=() if f in DINOS else pytest.mark.heavy) for f in FAMILIES]
 
 
@@ -66,8 +65,8 @@ class Names:
 NAMES = {
     **{f: Names(("embedding", "layer_0", "layer_1", "final_norm"), "embeddings",
                 ("layers_0", "layers_1"), "layernorm") for f in DINOS},
-    **{f: Names(("embedding", "block_1", "block_2", "final_norm"), f"{f}_patching_and_embedding",
-                ("transformer_block_1", "transformer_block_2"), "ln") for f in ("vit", "deit")},
+    "vit": Names(("embedding", "block_1", "block_2", "final_norm"), "vit_patching_and_embedding",
+                 ("transformer_block_1", "transformer_block_2"), "ln"),
 }
 
 

@@ -43,12 +43,13 @@ ViT, DeiT, DINOv2 and DINOv3 to ``(1, tokens, dim)`` (``gap`` then averages ever
 registers and patches), ``"grid"`` reshapes Swin's output to its ``(H/32, W/32, dim)`` grid and
 ``"last_stage"`` keeps HGNetV2's last-stage map. No parameters are added.
 
-keras-hub's ViTs (ViT, DeiT, DINOv2, DINOv3) run their transformer layers inside one encoder
-layer; the builder rebuilds them with each transformer layer a layer of the model (see
+keras-hub's ViTs (ViT, DINOv2, DINOv3) run their transformer layers inside one encoder layer;
+the builder rebuilds them with each transformer layer a layer of the model (see
 :mod:`keras_tlft_keras_hub.transformer_layers`), so they unfreeze in ``embedding``, one block
-per transformer layer (DINO's ``layer_0``..., ViT's and DeiT's ``block_1``...) and
+per transformer layer (DINO's ``layer_0``..., ViT's ``block_1``...) and
 ``final_norm``: gradual unfreezing and layer-wise learning-rate decay then act per transformer
-layer, as timm's and BEiT's do. The DINOs' preprocessing
+layer, as timm's and BEiT's do (DeiT, not rebuilt, unfreezes in ``embedding`` and ``encoder``:
+see that module for why). The DINOs' preprocessing
 is ``"torch"``: keras-hub's conversion scripts build the image converter from
 Hugging Face's processor, ImageNet's mean and std on 0-1 pixels; for the SAT-493M presets too,
 whose processor carries the same values (the DINOv3 README gives satellite statistics for them).
@@ -94,6 +95,7 @@ RESNET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack_{}", range(4
 DENSENET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack{}", range(1, 5))
 MIT_BLOCKS = _stages("patch_and_embed_{}$", "stage_{}", range(4))
 XCEPTION_BLOCKS = _stages("block{}_", "block{}", range(1, 15))
+DEIT_BLOCKS = (("embedding", "^(images|input)"), ("encoder", "^deit_encoder$"))
 SWIN_BLOCKS = (("stem", "^patch_embedding$"),) + _stages("stage_{}$", "stage_{}", range(4))
 HGNETV2_BLOCKS = (("embedder", "^embedder$"), ("encoder", "^encoder$"))
 
@@ -595,8 +597,7 @@ DEITS = tuple(
             "hidden_dim": _DEIT_SIZES[size][0], "intermediate_dim": _DEIT_SIZES[size][3],
             "layer_norm_epsilon": 1e-12,
         },
-        transformer_blocks("DeiTBackbone", _DEIT_SIZES[size][1]), "torch",
-        default_input_shape=_square(image), min_input_size=image,
+        DEIT_BLOCKS, "torch", default_input_shape=_square(image), min_input_size=image,
         output="tokens",
     )
     for size, image, params in (

@@ -1,4 +1,4 @@
-"""keras-hub's ViTs (DINOv2, DINOv3, ViT, DeiT) with each transformer layer a layer of the model.
+"""keras-hub's ViTs (DINOv2, DINOv3, ViT) with each transformer layer a layer of the model.
 
 keras-hub runs a ViT's transformer layers inside one encoder layer, so cut at the model's top
 level the backbone is two or three blocks (embeddings, encoder, final norm), and gradual
@@ -9,22 +9,25 @@ keras-hub's graph from the same layer objects with the encoder's loop written ou
 
 - DINOv2, DINOv3: ``embeddings`` (and DINOv3's ``rope_embedding``), ``layers_0`` ...
   ``layers_{n-1}``, ``layernorm``; blocks ``embedding``, ``layer_0`` ..., ``final_norm``;
-- ViT, DeiT: ``*_patching_and_embedding`` (and ViT's ``dropout``), ``transformer_block_1`` ...
+- ViT: ``vit_patching_and_embedding``, ``dropout``, ``transformer_block_1`` ...
   ``transformer_block_n``, ``ln``; blocks ``embedding``, ``block_1`` ..., ``final_norm``.
 
 The layer objects are keras-hub's own, so their weights (random, or loaded from a preset before
 the rebuild) are the same variables and the output is keras-hub's, bit for bit; only public
-attributes and layers of keras-hub's backbones are read (DeiT's layers are called asking for
-their attention scores, which keras-hub's own encoder does not; that path gives the same
-output, and the test suite checks it). A ``.keras`` file of a DINO model
-reloads; one of a ViT or DeiT does not in keras-hub 0.32, with or without the rebuild
+attributes and layers of keras-hub's backbones are read. A ``.keras`` file of a DINO model
+reloads; one of a ViT does not in keras-hub 0.32, with or without the rebuild
 (``ViTPatchingAndEmbedding.get_config`` writes arguments its constructor refuses). Any plugin
 can unroll its own backbones the same way.
+
+DeiT is not rebuilt: its layers return ``(output, None)`` unless asked for their attention
+scores, and a functional model's layers must return tensors; asking for the scores would take
+Keras's ``MultiHeadAttention`` off its fused attention (and raise under
+``keras.config.enable_flash_attention()``), so a DeiT stays ``embedding`` and ``encoder``.
 """
 
 from __future__ import annotations
 
-UNROLLED = ("DINOV2Backbone", "DINOV3Backbone", "ViTBackbone", "DeiTBackbone")
+UNROLLED = ("DINOV2Backbone", "DINOV3Backbone", "ViTBackbone")
 DINO = ("DINOV2Backbone", "DINOV3Backbone")
 
 
@@ -51,33 +54,25 @@ def transformer_blocks(constructor: str, num_layers: int) -> tuple:
 
 
 def layers_as_model_layers(backbone):
-    """``backbone`` (a keras-hub ``DINOV2Backbone``, ``DINOV3Backbone``, ``ViTBackbone`` or
-    ``DeiTBackbone``) as a functional model whose transformer layers are its own layers, with
-    the same input, weights and output."""
+    """``backbone`` (a keras-hub ``DINOV2Backbone``, ``DINOV3Backbone`` or ``ViTBackbone``) as a
+    functional model whose transformer layers are its own layers, with the same input, weights
+    and output."""
     import keras
 
     image = backbone.inputs[0]
     if type(backbone).__name__ in DINO:
         embeddings, layers, norm = backbone.embeddings, backbone.encoder.layers, backbone.layernorm
         x = embeddings(image)
-    else:  # ViT, DeiT: three layers, the input, the embeddings and the encoder
+    else:  # ViT: three layers, the input, the embeddings and the encoder
         _, embeddings, encoder = backbone.layers
         layers, norm = encoder.encoder_layers, encoder.layer_norm
-        x = embeddings(image)
-        if hasattr(encoder, "dropout"):  # ViT's encoder drops out before its first layer
-            x = encoder.dropout(x)
+        x = encoder.dropout(embeddings(image))  # the encoder drops out before its first layer
     options = {}
     if hasattr(backbone, "rope_embedding"):  # DINOv3: rotary positions, prefix tokens unrotated
         options = {
             "position_embeddings": backbone.rope_embedding(image),
             "num_prefix_tokens": 1 + backbone.num_register_tokens,
         }
-    elif type(backbone).__name__ == "DeiTBackbone":
-        # A DeiT layer returns (output, attention scores), the scores None unless asked for,
-        # and a functional model's layers must return tensors: ask, and leave them unused.
-        options = {"return_attention_scores": True}
     for layer in layers:
         x = layer(x, **options)
-        if isinstance(x, tuple):
-            x = x[0]
     return keras.Model(image, norm(x), name=backbone.name)
