@@ -13,7 +13,8 @@ keras-hub's graph from the same layer objects with the encoder's loop written ou
   ``transformer_block_n``, ``ln``; blocks ``embedding``, ``block_1`` ..., ``final_norm``.
 
 The layer objects are keras-hub's own, so their weights (random, or loaded from a preset before
-the rebuild) are the same variables and the output is keras-hub's, bit for bit; only public
+the rebuild) are the same variables and the output is keras-hub's (bit for bit, on TensorFlow,
+in ``tests/test_vit_blocks.py``); only public
 attributes and layers of keras-hub's backbones are read. A ``.keras`` file of a DINO model
 reloads; one of a ViT does not in keras-hub 0.32, with or without the rebuild
 (``ViTPatchingAndEmbedding.get_config`` writes arguments its constructor refuses). Any plugin
