@@ -20,11 +20,15 @@ import pytest
 pytestmark = pytest.mark.heavy
 
 TESTS = Path(__file__).parent
-# The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift,
-# StageEarlyStopping, the presets from the literature and fine_tune).
+# The callback's suite, and those of the recipes built around it.
 CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
-    str(TESTS / "test_lr_finder.py"), str(TESTS / "test_drift.py"),
-    str(TESTS / "test_early_stopping.py"), str(TESTS / "test_presets_literature.py")]
+    str(TESTS / name) for name in (
+        "test_lr_finder.py",            # lr_find
+        "test_drift.py",                # FeatureDrift
+        "test_early_stopping.py",       # StageEarlyStopping
+        "test_presets_literature.py",   # lp_ft, ulmfit, layer_decay, fine_tune
+        "test_vit_blocks.py",           # layer decay on keras-hub's ViTs
+    )]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import functools
 
-from keras_tlft import BackboneSpec, hookimpl
+from keras_tlft import BackboneSpec, hookimpl, tokens_as_feature_map
 from keras_tlft.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
+from keras_tlft_keras_hub.transformer_layers import UNROLLED, layers_as_model_layers
 
 SOURCE = "keras_hub"
 KERAS_TLFT_PLUGIN_API = 1  # the keras-tlft plugin API this plugin is written for
@@ -62,23 +63,25 @@ def build(arch: Architecture, input_shape, weights, include_top):
 
 
 def adapt_output(backbone, arch: Architecture, shape):
-    """One feature map for the backbones that output tokens (ViT, DeiT, DINOv2, DINOv3, Swin)
-    or several maps (HGNetV2), as :mod:`keras_tlft_keras_hub.architectures` describes; other
-    backbones are returned as they are."""
-    if arch.output is None:
-        return backbone
-    import keras
-
-    outputs = backbone.output
+    """The backbone as keras-tlft wants it: one 4-D feature map (keras-tlft's public
+    :func:`~keras_tlft.tokens_as_feature_map` for the backbones that output tokens: ViT, DeiT,
+    DINOv2, DINOv3, Swin; the last stage of HGNetV2's several maps), and DINO's transformer
+    layers as layers of the model (see :mod:`keras_tlft_keras_hub.dino`). Other backbones are
+    returned as they are."""
+    if arch.constructor in UNROLLED:
+        backbone = layers_as_model_layers(backbone)
+    if arch.output == "tokens":
+        return tokens_as_feature_map(backbone)
+    if arch.output == "grid":  # Swin downsamples by 32 and outputs the grid's cells in row order
+        return tokens_as_feature_map(backbone, grid=(shape[0] // 32, shape[1] // 32))
     if arch.output == "last_stage":  # HGNetV2 outputs a dict of every stage's feature map
+        import keras
+
+        outputs = backbone.output
         maps = outputs.values() if isinstance(outputs, dict) else outputs
-        y = min(maps, key=lambda t: t.shape[1])
-    elif arch.output == "tokens":
-        y = keras.layers.Reshape((1, *outputs.shape[1:]), name="tokens_as_map")(outputs)
-    else:  # "grid": Swin downsamples by 32 and outputs the grid's cells in row order
-        grid = (shape[0] // 32, shape[1] // 32, outputs.shape[-1])
-        y = keras.layers.Reshape(grid, name="tokens_as_grid")(outputs)
-    return keras.Model(backbone.inputs, y, name=backbone.name)
+        return keras.Model(backbone.inputs, min(maps, key=lambda t: t.shape[1]),
+                           name=backbone.name)
+    return backbone
 
 
 def make_spec(arch: Architecture) -> BackboneSpec:

@@ -43,9 +43,14 @@ ViT, DeiT, DINOv2 and DINOv3 to ``(1, tokens, dim)`` (``gap`` then averages ever
 registers and patches), ``"grid"`` reshapes Swin's output to its ``(H/32, W/32, dim)`` grid and
 ``"last_stage"`` keeps HGNetV2's last-stage map. No parameters are added.
 
-keras-hub's DINO layers run their transformer layers inside one ``encoder`` layer, so a DINO
-backbone unfreezes in three blocks: ``embedding``, ``encoder`` and ``final_norm``. Their
-preprocessing is ``"torch"``: keras-hub's conversion scripts build the image converter from
+keras-hub's ViTs (ViT, DINOv2, DINOv3) run their transformer layers inside one encoder layer;
+the builder rebuilds them with each transformer layer a layer of the model (see
+:mod:`keras_tlft_keras_hub.transformer_layers`), so they unfreeze in ``embedding``, one block
+per transformer layer (DINO's ``layer_0``..., ViT's ``block_1``...) and
+``final_norm``: gradual unfreezing and layer-wise learning-rate decay then act per transformer
+layer, as timm's and BEiT's do (DeiT, not rebuilt, unfreezes in ``embedding`` and ``encoder``:
+see that module for why). The DINOs' preprocessing
+is ``"torch"``: keras-hub's conversion scripts build the image converter from
 Hugging Face's processor, ImageNet's mean and std on 0-1 pixels; for the SAT-493M presets too,
 whose processor carries the same values (the DINOv3 README gives satellite statistics for them).
 """
@@ -53,6 +58,8 @@ whose processor carries the same values (the DINOv3 README gives satellite stati
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from keras_tlft_keras_hub.transformer_layers import transformer_blocks
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ RESNET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack_{}", range(4
 DENSENET_BLOCKS = (("stem", "^conv1_"),) + _stages("stack{}_", "stack{}", range(1, 5))
 MIT_BLOCKS = _stages("patch_and_embed_{}$", "stage_{}", range(4))
 XCEPTION_BLOCKS = _stages("block{}_", "block{}", range(1, 15))
-TOKEN_BLOCKS = (("embedding", "^(images|input)"), ("encoder", "^(vit|deit)_encoder$"))
+DEIT_BLOCKS = (("embedding", "^(images|input)"), ("encoder", "^deit_encoder$"))
 SWIN_BLOCKS = (("stem", "^patch_embedding$"),) + _stages("stage_{}$", "stage_{}", range(4))
 HGNETV2_BLOCKS = (("embedder", "^embedder$"), ("encoder", "^encoder$"))
 
@@ -558,7 +565,8 @@ VITS = tuple(
         f"vit_{size}_patch{patch}_{image}_{data}", "ViTBackbone", "vit",
         f"ViT-{size.capitalize()}/{patch} at {image}, "
         f"{'ImageNet-21k' if data == 'imagenet21k' else 'ImageNet-1k'} (keras-hub preset)",
-        params, _vit(size, patch, image), TOKEN_BLOCKS, "tf", weights=data,
+        params, _vit(size, patch, image), transformer_blocks("ViTBackbone", _VIT_SIZES[size][1]),
+        "tf", weights=data,
         default_input_shape=_square(image), min_input_size=image, output="tokens",
     )
     for size, patch, image, data, params in (
@@ -589,7 +597,7 @@ DEITS = tuple(
             "hidden_dim": _DEIT_SIZES[size][0], "intermediate_dim": _DEIT_SIZES[size][3],
             "layer_norm_epsilon": 1e-12,
         },
-        TOKEN_BLOCKS, "torch", default_input_shape=_square(image), min_input_size=image,
+        DEIT_BLOCKS, "torch", default_input_shape=_square(image), min_input_size=image,
         output="tokens",
     )
     for size, image, params in (
@@ -631,11 +639,6 @@ SWINS = tuple(
 
 # --- DINOv2, DINOv3 (self-supervised ViTs; Hugging Face configs) ---------------------------
 
-DINO_BLOCKS = (
-    ("embedding", "^(images|pixel_values)$"), ("encoder", "^encoder$"),
-    ("final_norm", "^layernorm$"),
-)
-
 _DINOV2_SIZES = {  # hidden_dim, layers, heads, label; the giant's MLP is SwiGLU
     "small": (384, 12, 6, "ViT-S/14"), "base": (768, 12, 12, "ViT-B/14"),
     "large": (1024, 24, 16, "ViT-L/14"), "giant": (1536, 40, 24, "ViT-g/14"),
@@ -661,7 +664,8 @@ DINOV2S = tuple(
         f"dinov2_{'with_registers_' if registers else ''}{size}", "DINOV2Backbone", "dinov2",
         f"DINOv2 {_DINOV2_SIZES[size][3]}{' with registers' if registers else ''}, "
         "self-supervised on LVD-142M (keras-hub preset)",
-        params, _dinov2(size, registers), DINO_BLOCKS, "torch", weights="lvd142m",
+        params, _dinov2(size, registers),
+        transformer_blocks("DINOV2Backbone", _DINOV2_SIZES[size][1]), "torch", weights="lvd142m",
         default_input_shape=_square(518), min_input_size=14, output="tokens",
     )
     for registers, size, params in (
@@ -707,8 +711,8 @@ DINOV3S = tuple(
         f"dinov3_vit_{size}_{data}", "DINOV3Backbone", "dinov3",
         f"DINOv3 {_DINOV3_SIZES[size][5]}, self-supervised on "
         f"{'LVD-1689M' if data == 'lvd1689m' else 'SAT-493M satellite images'} (keras-hub preset)",
-        params, _dinov3(size), DINO_BLOCKS, "torch", weights=data, published_as="rounded",
-        min_input_size=16, output="tokens",
+        params, _dinov3(size), transformer_blocks("DINOV3Backbone", _DINOV3_SIZES[size][1]),
+        "torch", weights=data, published_as="rounded", min_input_size=16, output="tokens",
     )
     for size, data, params in (
         ("small", "lvd1689m", 21_596_544),
