@@ -20,9 +20,11 @@ import pytest
 pytestmark = pytest.mark.heavy
 
 TESTS = Path(__file__).parent
-# The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift).
+# The callback's suite, and those of the recipes built around it (lr_find, FeatureDrift, the
+# BatchNorm policies).
 CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
-    str(TESTS / "test_lr_finder.py"), str(TESTS / "test_drift.py")]
+    str(TESTS / "test_lr_finder.py"), str(TESTS / "test_drift.py"),
+    str(TESTS / "test_bn_policy.py")]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
