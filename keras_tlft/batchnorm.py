@@ -5,11 +5,10 @@ One name, ``bn``, taken alike by :class:`~keras_tlft.ProgressiveUnfreeze` (a
 :func:`~keras_tlft.fit_frozen`, :func:`~keras_tlft.lr_find` (through the schedule) and
 ``keras-tlft inspect --bn``:
 
-- ``"frozen"`` (the default; the Keras transfer-learning guide): BatchNorm layers stay
-  non-trainable, so they run in inference mode; gamma, beta and the moving statistics stay as
-  loaded.
-- ``"affine"`` (the TensorFlow MobileNetV2 tutorial; Keras 2's ``base_model(x, training=False)``):
-  gamma and beta of unfrozen blocks train; the moving statistics stay exactly as loaded and
+- ``"frozen"`` (keras-tlft's default): BatchNorm layers stay non-trainable, so they run in
+  inference mode; gamma, beta and the moving statistics stay as loaded.
+- ``"affine"`` (what the Keras guide and the TensorFlow MobileNetV2 tutorial mean by
+  ``base_model(x, training=False)``, as Keras 2 ran it): gamma and beta of unfrozen blocks train; the moving statistics stay exactly as loaded and
   normalise, because the whole backbone runs in inference mode (its ``Dropout`` too).
 - ``"train"``: BatchNorm layers of unfrozen blocks train in training mode (batch statistics,
   moving statistics updated), as ``train_bn=True`` did.

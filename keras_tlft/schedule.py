@@ -140,7 +140,7 @@ class Schedule:
         warmup_steps: ramp the learning rate of newly unfrozen blocks up linearly over this many
             optimizer steps. Defaults to 0.
         bn: how the BatchNormalization layers of unfrozen blocks train: ``"frozen"`` (the
-            default, the Keras transfer-learning guide's rule: they stay as loaded),
+            default: they stay as loaded),
             ``"affine"`` (gamma and beta train while the moving statistics stay as loaded, the
             backbone in inference mode: the TensorFlow MobileNetV2 tutorial) or ``"train"``
             (training mode, moving statistics updated). See :mod:`keras_tlft.batchnorm`.
