@@ -8,8 +8,9 @@ One name, ``bn``, taken alike by :class:`~keras_tlft.ProgressiveUnfreeze` (a
 - ``"frozen"`` (keras-tlft's default): BatchNorm layers stay non-trainable, so they run in
   inference mode; gamma, beta and the moving statistics stay as loaded.
 - ``"affine"`` (what the Keras guide and the TensorFlow MobileNetV2 tutorial mean by
-  ``base_model(x, training=False)``, as Keras 2 ran it): gamma and beta of unfrozen blocks train; the moving statistics stay exactly as loaded and
-  normalise, because the whole backbone runs in inference mode (its ``Dropout`` too).
+  ``base_model(x, training=False)``, as Keras 2 ran it): gamma and beta of unfrozen blocks
+  train; the moving statistics stay exactly as loaded and normalise, because the whole backbone
+  runs in inference mode (its ``Dropout`` too).
 - ``"train"``: BatchNorm layers of unfrozen blocks train in training mode (batch statistics,
   moving statistics updated), as ``train_bn=True`` did.
 
