@@ -84,8 +84,8 @@ def set_follows_training(layer, follows: bool) -> None:
     ``training=True`` (keras-team/keras#20285), and which Keras 3.16 keeps but also leaves in
     the shared call context, so every layer called after the backbone (the head's ``Dropout``
     and ``BatchNormalization``) runs in inference mode too.
-    Checked: Keras 3.13.0, 3.15.1 and keras-nightly 3.16.0.dev2026102704 (TensorFlow, JAX,
-    PyTorch).
+    Checked (tests/test_bn_policy.py): Keras 3.13.0, 3.15.1 and keras-nightly
+    3.16.0.dev2026102704 on TensorFlow; 3.15.1 on JAX and PyTorch.
     """
     if not hasattr(layer, "_call_context_args"):
         return  # not a Layer (an operation in a functional graph)

@@ -77,7 +77,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     as loaded and normalise, and the backbone's own `Dropout` is off: what Keras 2's
     `base_model(x, training=False)` did) or `"train"` (training mode: batch statistics, moving
     statistics updated). Each trains the same weights, and keeps the same ones fixed, on Keras
-    3.15 and 3.16 alike and on every backend.
+    3.13 to 3.16 and on every backend.
     Do not call the backbone with `training=False` yourself (`build_model` does not): Keras 3.15
     and earlier override it with `fit`'s `training=True` (keras-team/keras#20285), and Keras
     3.16 keeps it, for the layers after the backbone (the head) too. The policy is applied at
