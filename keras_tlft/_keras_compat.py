@@ -12,6 +12,7 @@ __all__ = [
     "built_variables",
     "compile_arguments",
     "draws_random_numbers",
+    "follows_training",
     "is_built_for",
     "learning_rate_variable",
     "monitor_mode",
@@ -19,6 +20,7 @@ __all__ = [
     "print_msg",
     "producer",
     "set_built_for",
+    "set_follows_training",
     "sublayers",
     "unbuild",
     "var_key",
@@ -61,6 +63,37 @@ def draws_random_numbers(layer) -> bool:
     Checked: Keras 3.15.1.
     """
     return bool(getattr(layer, "_seed_generators", None))
+
+
+def follows_training(layer) -> bool:
+    """Whether ``layer`` runs in the mode its caller passes (``fit``'s ``training=True``), rather
+    than always in inference mode (:func:`set_follows_training`)."""
+    return "training" in getattr(layer, "_call_context_args", ("training",))
+
+
+def set_follows_training(layer, follows: bool) -> None:
+    """Make ``layer`` run in inference mode whatever ``training`` ``fit`` or an outer model passes
+    (``follows=False``: Keras 2's ``base_model(x, training=False)``, layer by layer), or follow it
+    again (``True``, as Keras builds every layer).
+
+    Why: a layer resolves ``training`` (and Keras's ``Functional`` injects the outer model's into
+    each layer it calls) only for the names in ``Layer._call_context_args``; without
+    ``"training"`` there, its ``call`` gets the ``training`` its node recorded, normally none,
+    and ``BatchNormalization`` and ``Dropout`` run in inference mode. The same holds for a layer
+    called by a composite layer with ``training=training``. Public alternative: calling the
+    backbone with ``training=False``, which Keras 3.15 and earlier override with ``fit``'s
+    ``training=True`` (keras-team/keras#20285), and which Keras 3.16 keeps but also leaves in
+    the shared call context, so every layer called after the backbone (the head's ``Dropout``
+    and ``BatchNormalization``) runs in inference mode too.
+    Checked (tests/test_bn_policy.py): Keras 3.13.0, 3.15.1 and keras-nightly
+    3.16.0.dev2026102704 on TensorFlow; 3.15.1 on JAX and PyTorch.
+    """
+    if not hasattr(layer, "_call_context_args"):
+        return  # not a Layer (an operation in a functional graph)
+    names = set(layer._call_context_args)
+    wanted = names | {"training"} if follows else names - {"training"}
+    if wanted != names:
+        layer._call_context_args = wanted
 
 
 def compile_arguments(model) -> dict:

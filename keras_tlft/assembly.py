@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from keras_tlft.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
 from keras_tlft.heads import build_head, resolve_head
 from keras_tlft.preset_backbones import (
     WeightsDownloadError,
@@ -107,6 +108,7 @@ def build_model(
     resize=None,
     preprocessing: bool = True,
     name: str | None = None,
+    bn: str = "frozen",
 ):
     """Assemble a transfer-learning model: augmentation, resizing, preprocessing, backbone, head.
 
@@ -128,15 +130,23 @@ def build_model(
             backbone's minimum are resized up to it.
         preprocessing: put the backbone's own preprocessing inside the model.
         name: the model's name.
+        bn: the BatchNorm policy for when the backbone is unfrozen (see
+            :mod:`keras_tlft.batchnorm`): ``"frozen"`` (the default; BatchNorm runs in inference
+            mode while it is non-trainable, as every keras-tlft unfreeze keeps it), ``"affine"``
+            (every backbone layer runs in inference mode whatever ``fit`` passes, as Keras 2's
+            ``base_model(x, training=False)``: after ``backbone.trainable = True`` gamma and beta
+            train and the moving statistics stay as loaded; the backbone's own ``Dropout``
+            is off too) or ``"train"`` (BatchNorm follows ``fit``'s training mode once
+            trainable). Keras does not save the inference mode in a ``.keras`` file (which
+            plain Keras loads): pass the same ``bn`` to ``ProgressiveUnfreeze``, which applies
+            it at the start of every ``fit``.
 
     Returns:
         A ``keras.Model`` whose nested backbone (layer ``"backbone"``, frozen) and head (layer
         ``"head"``) are what :class:`keras_tlft.ProgressiveUnfreeze` finds and unfreezes. The
-        backbone is called without a ``training`` argument, so ``fit``'s ``training=True``
-        reaches it on every Keras version (a nested ``training=False`` is overridden by Keras
-        3.15 and earlier but kept by 3.16): a BatchNorm layer runs in inference mode exactly
-        when it is non-trainable, which every keras-tlft unfreeze keeps unless
-        ``train_bn=True``.
+        backbone is called without a ``training`` argument: a nested ``training=False`` is
+        overridden by Keras 3.15 and earlier and kept by 3.16 (which then also runs the head
+        in inference mode), so ``bn`` decides instead, alike on every Keras version.
 
     Example:
     ```python
@@ -146,6 +156,7 @@ def build_model(
     """
     import keras
 
+    bn = bn_policy(bn)
     spec = get_backbone(backbone)
     head_layers = resolve_head(head, num_classes)
     shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
@@ -153,6 +164,7 @@ def build_model(
     base = load_backbone(spec, inner_shape, weights)
     base = keras.Model(base.input, base.output, name=BACKBONE_LAYER)
     base.trainable = False
+    set_backbone_inference([base], bn)
     setattr(base, SPEC_ATTRIBUTE, spec)
 
     inputs = keras.Input(shape, name="image")
@@ -165,13 +177,14 @@ def build_model(
     prep = _preprocessing(spec, shape[-1]) if preprocessing else None
     if prep is not None:
         x = prep(x)
-    # No training=False here: Keras <= 3.15 overrides it with fit's training=True and 3.16
-    # keeps it, so BatchNorm's mode would depend on the Keras version. Without it, only
-    # each BatchNorm layer's trainable flag decides, on every version.
+    # No training=False here: Keras <= 3.15 overrides it with fit's training=True, 3.16 keeps
+    # it and leaves it in the call context for the head too, so the modes would depend on the
+    # Keras version. The bn policy (set_backbone_inference above) decides instead.
     x = base(x)
     outputs = build_head(head_layers, name=HEAD_LAYER)(x)
     model = keras.Model(inputs, outputs, name=name or f"{_identifier(spec.name)}_transfer")
     setattr(model, SPEC_ATTRIBUTE, spec)
+    setattr(model, BN_ATTRIBUTE, bn)
     return model
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_tlft import _keras_compat as compat
+from keras_tlft.batchnorm import bn_policy, set_backbone_inference
 from keras_tlft.spec import BlockRule, closest_names, did_you_mean
 
 UNFREEZE_HELP = (
@@ -186,31 +187,42 @@ def apply_unfreeze(
     layers: Sequence,
     blocks: Sequence[Block],
     state: Any,
-    train_bn: bool = False,
+    bn: str = "frozen",
     container=None,
+    *,
+    train_bn: bool | None = None,
 ) -> range:
-    """Set ``trainable`` on every layer for ``state``; returns the unfrozen indices.
+    """Set ``trainable`` on every layer for ``state`` and apply the BatchNorm policy ``bn``
+    (:mod:`keras_tlft.batchnorm`); returns the unfrozen indices.
 
-    BatchNormalization layers stay frozen unless ``train_bn`` (the Keras transfer-learning
-    guide's rule: their moving statistics would be overwritten by the new data's), also those
-    nested inside a composite layer (keras-hub's HGNetV2 stages, keras-cv's CSPDarkNet and
-    EfficientNetV2 blocks), which the unfrozen layer's own ``trainable`` setter would otherwise
-    turn on with it. ``container`` is the nested backbone model, when there is one: it is made
-    trainable first, so that its layers' own flags decide.
+    BatchNormalization layers of unfrozen blocks stay frozen under ``"frozen"`` (the Keras
+    transfer-learning guide's rule: their moving statistics would be overwritten by the new
+    data's) and train under ``"affine"`` and ``"train"``, also those nested inside a composite
+    layer (keras-hub's HGNetV2 stages, keras-cv's CSPDarkNet and EfficientNetV2 blocks), which
+    the unfrozen layer's own ``trainable`` setter would otherwise turn on with it. Under
+    ``"affine"`` every backbone layer runs in inference mode, so BatchNorm normalises with its
+    moving statistics and never updates them. ``container`` is the nested backbone model, when
+    there is one: it is made trainable first, so that its layers' own flags decide.
+    ``train_bn`` is the old spelling of ``bn="train"``.
     """
+    if isinstance(bn, bool):  # the old positional train_bn
+        bn, train_bn = "frozen", bn
+    bn = bn_policy(bn, train_bn)
+    train = bn != "frozen"
     unfrozen = unfrozen_layer_indices(layers, blocks, state)
     if container is not None:
         container.trainable = bool(len(unfrozen))
     for i, layer in enumerate(layers):
-        wanted = i in unfrozen and (train_bn or not is_batchnorm(layer))
+        wanted = i in unfrozen and (train or not is_batchnorm(layer))
         if layer.trainable != wanted:
             layer.trainable = wanted
         if wanted:
             # Set even when unchanged: on TensorFlow, Keras skips a setter whose value is
             # already there, so a parent's flag alone does not say what its children have.
             for inner in nested_batchnorms(layer):
-                if inner.trainable != train_bn:
-                    inner.trainable = train_bn
+                if inner.trainable != train:
+                    inner.trainable = train
+    set_backbone_inference([container] if container is not None else layers, bn)
     return unfrozen
 
 
@@ -223,7 +235,7 @@ def nested_batchnorms(layer) -> list:
 def trainable_flags_restored(layers: Sequence, container=None) -> Iterator[None]:
     """Inside the ``with`` block, unfreeze states may be applied (to plan a stage, to find what it
     trains); on leaving it every ``trainable`` flag under ``layers`` (and ``container``) is put
-    back as it was.
+    back as it was, and every layer's inference mode (the ``"affine"`` BatchNorm policy's).
 
     Example:
     ```python
@@ -239,13 +251,14 @@ def trainable_flags_restored(layers: Sequence, container=None) -> Iterator[None]
         for layer in compat.sublayers(root, include_self=True):
             if id(layer) not in seen:
                 seen.add(id(layer))
-                flags.append((layer, layer.trainable))
+                flags.append((layer, layer.trainable, compat.follows_training(layer)))
     try:
         yield
     finally:
-        for layer, flag in flags:  # parents come first: their setter recurses into children
+        for layer, flag, follows in flags:  # parents first: their setter recurses into children
             if layer.trainable != flag:
                 layer.trainable = flag
+            compat.set_follows_training(layer, follows)
 
 
 def count_weights(variables: Iterable) -> int:

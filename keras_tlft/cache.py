@@ -23,6 +23,8 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.batching import CachedBatches, CachedData, batches_of, split_validation, unpack
+from keras_tlft.batchnorm import set_backbone_inference
+from keras_tlft.discovery import find_backbone
 from keras_tlft.feature_store import (
     FeatureStore,
     cache_policy,
@@ -51,6 +53,7 @@ def fit_frozen(
     cache="auto",
     max_memory_bytes: int | None = None,
     backbone=None,
+    bn: str | None = None,
     verbose="auto",
     **fit_kwargs,
 ) -> keras.callbacks.History:
@@ -103,6 +106,13 @@ def fit_frozen(
             weights), a layer name (a nested model, or in a flat model the backbone's last
             layer) or a layer object. Everything before its output must be frozen and free of
             randomness.
+        bn: the BatchNorm policy of the run (see :mod:`keras_tlft.batchnorm`), applied to the
+            backbone first: under ``"affine"`` the whole backbone runs in inference mode, so
+            a backbone with its own ``Dropout`` (EfficientNet's) can be cached too, exactly as
+            ``model.fit`` with ``ProgressiveUnfreeze(..., bn="affine")`` trains it. ``None``
+            (the default) leaves the model as it is (as :func:`keras_tlft.build_model`'s
+            ``bn`` made it); ``"frozen"`` and ``"train"`` let the backbone follow ``fit``'s
+            training mode (its BatchNorm layers are frozen in this phase either way).
         verbose: ``"auto"``, 0, 1 or 2, as in ``model.fit``; 1 and ``"auto"`` also show a
             progress bar for the extraction.
         **fit_kwargs: other ``model.fit`` arguments, passed to the head's ``fit``
@@ -134,6 +144,9 @@ def fit_frozen(
     if directory is not None:
         remove_stale_feature_files(directory)  # left by killed runs: their process is gone
     _check_compiled(model)
+    if bn is not None:
+        _, layers, container = find_backbone(model, backbone)
+        set_backbone_inference([container] if container is not None else layers, bn)
     extractor, head = split_at_backbone(model, backbone)
     check_extractor(extractor)
     if validation_split:

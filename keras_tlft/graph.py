@@ -21,7 +21,8 @@ def check_cacheable(model, backbone=None) -> None:
     models even where the model was called with ``training=False``, so three things break it:
 
     - layers that draw random numbers (augmentation, ``Dropout``, ``GaussianNoise``: any
-      layer with a seed generator) before or inside the backbone;
+      layer with a seed generator) before or inside the backbone, unless they run in inference
+      mode whatever ``fit`` passes (inside a backbone under ``bn="affine"``);
     - trainable weights before the backbone's output (a backbone that is not frozen);
     - ``BatchNormalization`` layers there that are trainable: ``model.fit`` runs them in
       training mode (batch statistics, moving averages updated).
@@ -158,11 +159,13 @@ def walk(layer, prefix=""):
 def is_random(layer) -> bool:
     if getattr(layer, "rate", None) == 0:
         return False  # Dropout(0) is the identity
-    return compat.draws_random_numbers(layer)
+    # In inference mode whatever fit passes (bn="affine"), Dropout and noise draw nothing.
+    return compat.draws_random_numbers(layer) and compat.follows_training(layer)
 
 
 def runs_in_training_mode(layer) -> bool:
-    return isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    return (isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+            and compat.follows_training(layer))
 
 
 def shown(items) -> str:

@@ -221,7 +221,7 @@ class _Plan:
     unfreeze: Any = None
     blocks: list[str] = field(default_factory=list)
     backbone: Any = None  # a discovery.Backbone, with unfreeze
-    train_bn: bool = False
+    bn: str = "frozen"
 
 
 @contextlib.contextmanager
@@ -235,7 +235,7 @@ def _trainable_as(plan: _Plan, model):
         return
     bb = plan.backbone
     with trainable_flags_restored(bb.layers, bb.container):
-        apply_unfreeze(bb.layers, bb.blocks, plan.unfreeze, plan.train_bn, bb.container)
+        apply_unfreeze(bb.layers, bb.blocks, plan.unfreeze, plan.bn, bb.container)
         yield count_weights(model.trainable_weights)
 
 
@@ -264,7 +264,7 @@ def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
         unfrozen = unfrozen_layer_indices(bb.layers, bb.blocks, state)
         names = [b.name for b in bb.blocks if any(i in unfrozen for i in b.indices())]
         plans.append(_Plan("head" if not names else f"stage {index}", index, state, names, bb,
-                           parsed.train_bn))
+                           parsed.bn))
     return plans
 
 

@@ -71,7 +71,7 @@ def plan_stages(
                 break
             try:
                 unfrozen = apply_unfreeze(backbone_layers, blocks, stage.unfreeze,
-                                          schedule.train_bn, container)
+                                          schedule.bn, container)
             except ValueError as exc:
                 raise stage_error(schedule, i, stage, exc) from None
             trained = [j for j in unfrozen if backbone_layers[j].trainable]

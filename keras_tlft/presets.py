@@ -22,7 +22,8 @@ __all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "layer_decay"
 
 # Options every preset takes besides its own: how the unfrozen blocks train.
 COMMON_OPTIONS = ("backbone_lr", "backbone_lr_ratio", "block_lr_decay", "warmup_steps",
-                  "train_bn", "reset_optimizer_state", "stage_lr_shape", "cut_frac", "ratio")
+                  "bn", "train_bn", "reset_optimizer_state", "stage_lr_shape", "cut_frac",
+                  "ratio")
 
 
 def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **options) -> Schedule:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from keras_tlft.assembly import build_model, load_backbone, parse_input_shape
+from keras_tlft.batchnorm import bn_policy
 from keras_tlft.blocks import apply_unfreeze, count_weights, cut_into_blocks, parse_unfreeze
 from keras_tlft.heads import format_head_spec, resolve_head
 from keras_tlft.registry import get_backbone
@@ -19,7 +20,8 @@ def inspect_backbone(
     head: str | None = None,
     num_classes: int | None = None,
     unfreeze=None,
-    train_bn: bool = False,
+    bn: str = "frozen",
+    train_bn: bool | None = None,
     include_layers: bool = False,
     schedule=None,
     epochs: int | None = None,
@@ -29,8 +31,9 @@ def inspect_backbone(
 
     Without ``head`` the backbone is inspected as Keras builds it (every layer trainable) unless
     ``unfreeze`` says otherwise; with ``head`` it is the model :func:`build_model` returns
-    (backbone frozen) with ``unfreeze`` applied the way ``ProgressiveUnfreeze`` applies it
-    (BatchNorm layers stay frozen unless ``train_bn``).
+    (backbone frozen) with ``unfreeze`` applied the way ``ProgressiveUnfreeze`` applies it,
+    under the BatchNorm policy ``bn`` (``"frozen"``, ``"affine"`` or ``"train"``, see
+    :mod:`keras_tlft.batchnorm`; ``train_bn=True`` is the old spelling of ``"train"``).
 
     With ``schedule`` (a preset, a JSON file or a mapping, as ``ProgressiveUnfreeze`` takes it)
     the report gains ``plan``: the schedule stage by stage, computed by the code the callback
@@ -39,6 +42,7 @@ def inspect_backbone(
     model (head included). The report's totals are then those of stage 0 (where training
     starts), so ``unfreeze`` cannot be given too.
     """
+    bn = bn_policy(bn, train_bn)
     spec = get_backbone(name)
     state = parse_unfreeze(unfreeze) if unfreeze is not None else None
     if head is not None and include_top:
@@ -59,15 +63,15 @@ def inspect_backbone(
     shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
     if head_layers is not None:
         model = build_model(spec, num_classes, head=format_head_spec(head_layers),
-                            input_shape=shape, weights=None)
+                            input_shape=shape, weights=None, bn=bn)
         backbone = model.get_layer(BACKBONE_LAYER)
     else:
         model = backbone = load_backbone(spec, shape, None, include_top)
     blocks = cut_into_blocks(backbone.layers, spec.blocks)
     if schedule is not None:  # the totals are those of stage 0, where training starts
-        state, train_bn = schedule.resolve(len(blocks))[0].unfreeze, schedule.train_bn
+        state, bn = schedule.resolve(len(blocks))[0].unfreeze, schedule.bn
     if state is not None:
-        apply_unfreeze(backbone.layers, blocks, state, train_bn=train_bn, container=backbone)
+        apply_unfreeze(backbone.layers, blocks, state, bn, container=backbone)
 
     total = model.count_params()
     trainable = count_weights(model.trainable_weights)
@@ -81,7 +85,8 @@ def inspect_backbone(
         "offline_weights": list(spec.offline_weights),
         "head": format_head_spec(head_layers) if head_layers is not None else None,
         "unfreeze": str(state) if state is not None else None,
-        "train_bn": train_bn,
+        "bn": bn,
+        "train_bn": bn == "train",  # the old key
         "layers": len(backbone.layers),
         "layer_types": dict(Counter(type(layer).__name__ for layer in backbone.layers)),
         "total_params": total,

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keras_tlft.batchnorm import bn_policy
 from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
 from keras_tlft.lr_rules import check_lr_shape
 
@@ -39,6 +40,8 @@ TRIGGERS = ("epoch", "plateau")
 MODES = ("auto", "min", "max")
 BEST_SCOPES = ("stage", "run")
 MAX_STAGES = 128
+# Old names still accepted as Schedule arguments and in JSON files (never written).
+ALIASES = ("train_bn",)
 _MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "iou")
 
 
@@ -139,8 +142,11 @@ class Schedule:
             ULMFiT uses ``1 / 2.6``). Defaults to 1.
         warmup_steps: ramp the learning rate of newly unfrozen blocks up linearly over this many
             optimizer steps. Defaults to 0.
-        train_bn: train BatchNormalization layers of unfrozen blocks too. By default they stay
-            frozen and in inference mode (the Keras transfer-learning guide's rule).
+        bn: how the BatchNormalization layers of unfrozen blocks train: ``"frozen"`` (the
+            default: they stay as loaded),
+            ``"affine"`` (gamma and beta train while the moving statistics stay as loaded, the
+            backbone in inference mode: the TensorFlow MobileNetV2 tutorial) or ``"train"``
+            (training mode, moving statistics updated). See :mod:`keras_tlft.batchnorm`.
         reset_optimizer_state: reset the optimizer's state (e.g. Adam's moments of the head) at
             each stage change. By default it is kept.
         max_stage_epochs: in a plateau schedule, the most epochs a stage runs: the next stage
@@ -166,6 +172,8 @@ class Schedule:
             its learning rates rise. Defaults to 0.1 (ULMFiT's).
         ratio: with ``"slanted_triangular"``, how many times smaller than the peak a stage's
             learning rates start and end. Defaults to 32 (ULMFiT's).
+        train_bn: the old spelling of ``bn``: ``True`` is ``bn="train"``, ``False``
+            ``bn="frozen"``. Accepted (also in JSON files), never written.
     """
 
     stages: tuple = ()
@@ -182,15 +190,20 @@ class Schedule:
     backbone_lr_ratio: float = 1.0
     block_lr_decay: float = 1.0
     warmup_steps: int = 0
-    train_bn: bool = False
+    bn: str = "frozen"
     reset_optimizer_state: bool = False
     max_stage_epochs: int | None = None
     best_scope: str = "stage"
     stage_lr_shape: str = "constant"
     cut_frac: float = 0.1
     ratio: float = 32.0
+    train_bn: dataclasses.InitVar[bool | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, train_bn=None):
+        object.__setattr__(self, "bn", bn_policy(self.bn, train_bn))
+        self._check_fields()
+
+    def _check_fields(self):
         if self.trigger not in TRIGGERS:
             raise ValueError(
                 f"Invalid trigger: expected one of {TRIGGERS}. {_received('trigger', self.trigger)}"
@@ -223,7 +236,7 @@ class Schedule:
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ValueError(f"Invalid monitor: expected a metric name. "
                              f"{_received('monitor', self.monitor)}")
-        for name in ("restore_best_weights", "train_bn", "reset_optimizer_state"):
+        for name in ("restore_best_weights", "reset_optimizer_state"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: expected True or False. "
                                  f"{_received(name, getattr(self, name))}")
@@ -343,7 +356,7 @@ class Schedule:
     def from_json(cls, data: Mapping) -> Schedule:
         """A schedule from :meth:`to_json`'s form (also read from JSON files)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names - set(ALIASES))
         if unknown:
             raise ValueError(
                 f"Unknown schedule field(s) {unknown}: expected some of {sorted(names)}. "
@@ -369,7 +382,11 @@ class Schedule:
     def fingerprint(self) -> int:
         """A 31-bit checksum of the schedule, stored with the training state so that a resumed
         run notices a different schedule."""
-        text = json.dumps(self.to_json(), sort_keys=True)
+        data = self.to_json()
+        if data.get("bn") == "train":  # as files saved before bn existed spell it
+            data["train_bn"] = True
+            del data["bn"]
+        text = json.dumps(data, sort_keys=True)
         return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 

@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from keras_tlft.schedule import Schedule, _received
+from keras_tlft.batchnorm import bn_policy
+from keras_tlft.schedule import ALIASES, Schedule, _received
 
 __all__ = ["parse_schedule", "read_schedule_file"]
 
@@ -51,11 +52,13 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
     if not options:
         return base
     names = {f.name for f in dataclasses.fields(Schedule)}
-    unknown = sorted(set(options) - names)
+    unknown = sorted(set(options) - names - set(ALIASES))
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown}: expected Schedule fields "
                         f"{sorted(names)}. Received: "
                         + ", ".join(f"{k}={options[k]!r}" for k in unknown))
+    if "train_bn" in options and "bn" not in options:  # the old spelling overrides too
+        options["bn"] = bn_policy(train_bn=options.pop("train_bn"))
     return dataclasses.replace(base, **options)
 
 

@@ -160,7 +160,7 @@ class Stager:
         """Set the trainable flags of stage ``index``; returns the unfrozen layer indices."""
         bb = self.backbone
         return apply_unfreeze(bb.layers, bb.blocks, self.stages[index].unfreeze,
-                              self.schedule.train_bn, bb.container)
+                              self.schedule.bn, bb.container)
 
     def union_variables(self) -> list:
         """Every variable some stage trains, in the model's order (so that a resumed run builds
@@ -202,7 +202,7 @@ class Stager:
         message = (
             f"ProgressiveUnfreeze stage {index + 1} ({where}, unfreeze={stage.unfreeze}) trains "
             f"no new parameter: its blocks ({shown}) hold no weights, or only BatchNormalization "
-            f"layers, which stay frozen unless train_bn=True (blocks {describe_source(bb)}). "
+            f"layers, which stay frozen under bn='frozen' (blocks {describe_source(bb)}). "
             "Expected every stage to train more than the one before: pass blocks= (a registered "
             "backbone name, a list of BlockRule, or a callable) so that each block holds weights, "
             "or unfreeze 'from:LAYER_NAME' at a layer with weights; allow_empty_stages=True if "

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_tlft import _keras_compat as compat
+from keras_tlft.batchnorm import BN_ATTRIBUTE
 from keras_tlft.discovery import Backbone, blocks_argument, find_backbone, locate_backbone
 from keras_tlft.optim import StagedOptimizer
 from keras_tlft.plan import stage_at_epoch
@@ -74,11 +75,17 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     Next to it, `keras_tlft.StageEarlyStopping` stops training only at a plateau of the last
     stage (plain `EarlyStopping` would end a plateau schedule at its first plateau).
 
-    BatchNormalization layers stay frozen by default, which is what keeps them in inference
-    mode. Their mode follows their `trainable` flag only when the backbone is called without
-    `training=False` (as `build_model` calls it): Keras 3.15 and earlier override a nested
-    `training=False` with `fit`'s `training=True`, but Keras 3.16 keeps it, and then the whole
-    backbone (BatchNorm and Dropout) stays in inference mode whatever `train_bn` says.
+    BatchNormalization layers of unfrozen blocks follow the policy `bn`: `"frozen"` (the
+    default: non-trainable, so in inference mode, exactly as loaded), `"affine"` (gamma and
+    beta train; the whole backbone runs in inference mode, so the moving statistics stay exactly
+    as loaded and normalise, and the backbone's own `Dropout` is off: what Keras 2's
+    `base_model(x, training=False)` did) or `"train"` (training mode: batch statistics, moving
+    statistics updated). Each trains the same weights, and keeps the same ones fixed, on Keras
+    3.13 to 3.16 and on every backend.
+    Do not call the backbone with `training=False` yourself (`build_model` does not): Keras 3.15
+    and earlier override it with `fit`'s `training=True` (keras-team/keras#20285), and Keras
+    3.16 keeps it, for the layers after the backbone (the head) too. The policy is applied at
+    the start of every `fit`, so a model loaded from a `.keras` file gets it back.
 
     Args:
         schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset
@@ -107,7 +114,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             frozen BatchNorm layers or no weights) is a `ValueError` before training; `True`
             makes it a warning, for a schedule that does so on purpose.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
-            `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `train_bn`,
+            `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
+            old spelling of `bn="train"`),
             `reset_optimizer_state`, `trigger`, `monitor`, `patience`, `mode`, `min_delta`,
             `restore_best_weights`, `every`, `start`, `max_blocks`, `max_stage_epochs`,
             `best_scope`, `stage_lr_shape` (`"slanted_triangular"`: ULMFiT's learning rates
@@ -216,6 +224,14 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 "in it (the callback had built the optimizer for every variable the schedule can "
                 "unfreeze, keras.saving.load_model builds it for those trainable when the file "
                 "was saved); to keep that state, pass resume_from='PATH.keras'.",
+                stacklevel=3,
+            )
+        built_with = getattr(model, BN_ATTRIBUTE, self.schedule.bn)
+        if built_with != self.schedule.bn and model is not self._seen:
+            warnings.warn(
+                f"ProgressiveUnfreeze(bn={self.schedule.bn!r}) trains a model built with "
+                f"build_model(bn={built_with!r}): the callback's policy applies. Expected the "
+                f"same bn for both. Received: bn={self.schedule.bn!r}",
                 stacklevel=3,
             )
         self._seen = model

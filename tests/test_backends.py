@@ -28,6 +28,7 @@ CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
         "test_early_stopping.py",       # StageEarlyStopping
         "test_presets_literature.py",   # lp_ft, ulmfit, layer_decay, fine_tune
         "test_vit_blocks.py",           # layer decay on keras-hub's ViTs
+        "test_bn_policy.py",            # the BatchNorm policies
     )]
 
 

@@ -296,3 +296,15 @@ def test_inspect_schedule_totals_are_those_of_stage_0(capsys):
 def test_inspect_unfreeze_and_schedule_exclude_each_other(capsys):
     assert main(["inspect", "vgg16", "--unfreeze", "1", "--schedule", "two_phase"]) == 2
     assert "unfreeze and schedule exclude each other" in capsys.readouterr().err
+
+
+def test_inspect_bn_policy_and_its_old_spelling(capsys):
+    args = ["inspect", "vgg16", "--input-shape", "32,32,3", "--unfreeze", "1", "--json"]
+    cases = ((["--bn", "affine"], "affine"), (["--train-bn"], "train"), ([], "frozen"))
+    for extra, policy in cases:
+        assert main([*args, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["bn"] == policy
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--bn", "batch"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'batch'" in capsys.readouterr().err

@@ -57,12 +57,14 @@ def test_saved_mid_schedule_model_predicts_the_same_with_plain_keras_in_a_fresh_
     x = np.random.default_rng(0).uniform(0, 255, (8, *SHAPE)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     args, expected = [], {}
-    for preprocessing in ("caffe", "torch"):  # a channel flip; a scale and offset per channel
+    # A channel flip; a scale and offset per channel. Each BatchNorm policy saves plain Keras.
+    for preprocessing, bn in (("caffe", "frozen"), ("torch", "affine")):
         keras.utils.set_random_seed(0)
-        model = tlft.build_model(_spec(preprocessing), 3, head="gap,dense:3", weights=None)
+        model = tlft.build_model(_spec(preprocessing), 3, head="gap,dense:3", weights=None,
+                                 bn=bn)
         model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
         model.fit(x, np.arange(8) % 3, epochs=2, verbose=0,
-                  callbacks=[ProgressiveUnfreeze({0: "none", 1: 1})])
+                  callbacks=[ProgressiveUnfreeze({0: "none", 1: 1}, bn=bn)])
         model.save(tmp_path / f"{preprocessing}.keras")
         args += [tmp_path / f"{preprocessing}.keras", tmp_path / f"{preprocessing}.npy"]
         expected[preprocessing] = model.predict(x, verbose=0)

@@ -12,6 +12,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
+from keras_tlft.batchnorm import BN_POLICIES
 from keras_tlft.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -199,8 +200,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="classes, for a head preset or a head spec without a final dense layer")
     p.add_argument("--unfreeze", metavar="SPEC",
                    help="none, all, k (top k blocks) or from:INDEX|LAYER_NAME")
-    p.add_argument("--train-bn", action="store_true",
-                   help="with --unfreeze: train BatchNorm layers too (default: they stay frozen)")
+    p.add_argument("--bn", choices=BN_POLICIES, default="frozen",
+                   help="with --unfreeze: how BatchNorm layers of unfrozen blocks train: frozen "
+                   "(the default: as loaded), affine (gamma and beta train, moving statistics "
+                   "as loaded) or train (training mode)")
+    p.add_argument("--train-bn", action="store_const", dest="bn", const="train",
+                   help="the old spelling of --bn train")
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
     p.add_argument("--schedule", metavar="PRESET|FILE",
                    help="print a ProgressiveUnfreeze schedule stage by stage: a preset "

@@ -52,7 +52,7 @@ def cmd_inspect(args, out: Console) -> int:
         head=args.head,
         num_classes=args.num_classes,
         unfreeze=args.unfreeze,
-        train_bn=args.train_bn,
+        bn=args.bn,
         include_layers=args.layers,
         schedule=args.schedule,
         epochs=args.epochs,
@@ -71,7 +71,7 @@ def _render_inspect(r: dict, out: Console) -> None:
     if r["head"]:
         title += f"  head {r['head']}"
     if r["unfreeze"] is not None:
-        title += f"  unfreeze {r['unfreeze']}" + ("  (BatchNorm trained)" if r["train_bn"] else "")
+        title += f"  unfreeze {r['unfreeze']}" + (f"  bn {r['bn']}" if r["bn"] != "frozen" else "")
     out.print(f"[bold]{escape(title)}[/bold]")
     types = ", ".join(f"{n} {t}" for t, n in sorted(r["layer_types"].items(), key=lambda x: -x[1]))
     out.print(f"{r['layers']} layers: {escape(types)}")
