@@ -297,6 +297,7 @@ np.save({out!r}, keras_logits(np.load({photos!r})))
 """
 
 
+@pytest.mark.heavy  # reruns on JAX and PyTorch in subprocesses
 @needs_wheel
 @needs_torch
 @needs_photos

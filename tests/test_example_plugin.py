@@ -70,6 +70,7 @@ def test_the_example_spec_conforms():
     assert summary["params"] == 19_344
 
 
+@pytest.mark.heavy  # the example's own pytest run, in a subprocess
 def test_the_examples_own_tests_pass(installed):
     env = {**os.environ, "PYTHONPATH": str(installed)}
     proc = subprocess.run(

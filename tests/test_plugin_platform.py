@@ -72,6 +72,7 @@ def sloppy(tmp_path_factory):
     shutil.rmtree(target)
 
 
+@pytest.mark.heavy  # several CLI processes, 20-55 s
 def test_a_plugin_needing_a_newer_plugin_api_is_refused_and_reported(sloppy):
     doc = run_json([sloppy], "plugins", "--json")
     reasons = {f["plugin"]: f["reason"] for f in doc["failures"]}
@@ -89,6 +90,7 @@ def test_a_plugin_importing_keras_at_import_time_is_reported(sloppy):
     assert "slows every `keras-tlft list`" in reasons["heavy"]
 
 
+@pytest.mark.heavy  # several CLI processes, 20-55 s
 def test_plugins_verbose_shows_entry_point_module_load_time_names_and_why_0(sloppy):
     proc = run_cli([sloppy], "plugins", "--verbose", env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
@@ -104,6 +106,7 @@ def test_plugins_verbose_shows_entry_point_module_load_time_names_and_why_0(slop
     assert absent["load_seconds"] >= 0 and absent["module"].endswith("absent.py")
 
 
+@pytest.mark.heavy  # several CLI processes, 20-55 s
 def test_a_plugins_head_and_schedule_presets_work_and_ours_stay_ours(sloppy):
     code = ("from keras_tlft.heads import resolve_head, format_head_spec\n"
             "from keras_tlft import parse_schedule\n"
@@ -125,6 +128,7 @@ def test_a_plugins_head_and_schedule_presets_work_and_ours_stay_ours(sloppy):
                                  "two_phase", "ulmfit"]
 
 
+@pytest.mark.heavy  # several CLI processes, 20-55 s
 def test_check_builds_and_fails_with_a_table_of_what_fails(sloppy):
     proc = run_cli([sloppy], "check", "sloppy", "--build", "--json")
     assert proc.returncode == 1, proc.stderr
@@ -143,6 +147,7 @@ def test_check_of_an_unknown_plugin_is_bad_input(sloppy):
     assert proc.returncode == 2 and "No plugin named 'nosuch'" in proc.stderr
 
 
+@pytest.mark.heavy  # several CLI processes, 20-55 s
 def test_new_plugin_makes_a_project_whose_tests_pass_and_that_checks_clean(tmp_path):
     proc = run_cli([], "new-plugin", "mylab", "--directory", str(tmp_path / "mylab"))
     assert proc.returncode == 0, proc.stderr
