@@ -56,22 +56,20 @@ class _Fit:
 class ProgressiveUnfreeze(keras.callbacks.Callback):
     """Unfreeze a backbone stage by stage, inside one `fit`, on every Keras backend.
 
-    Each stage sets which blocks of the backbone train (an unfreeze state: `"none"`, `k` for the
-    top k blocks, `"all"`, or `"from:INDEX|LAYER_NAME"`, as `keras-tlft inspect --unfreeze`
-    shows) and at which learning rates. Stages begin at given epochs, or when a monitored metric
-    stops improving. No recompile, no second `fit`: the optimizer is built once for every
-    variable the schedule can unfreeze, a stage change sets the `trainable` flags and retraces
-    the train step, and each block's learning rate is a true one in the compiled step (for Adam
-    too), so learning-rate schedules, `BackupAndRestore`, mixed precision and distribution
-    strategies keep working.
+    Each stage sets which blocks of the backbone train (`"none"`, `k` for the top k blocks,
+    `"all"`, or `"from:INDEX|LAYER_NAME"`, as `keras-tlft inspect --unfreeze` shows) and at which
+    learning rates; stages begin at given epochs, or when a monitored metric stops improving. No
+    recompile, no second `fit`: the optimizer is built once for every variable the schedule can
+    unfreeze, a stage change sets the `trainable` flags and retraces the train step, and each
+    block's learning rate is a true one in the compiled step (for Adam too), so learning-rate
+    schedules, `BackupAndRestore`, mixed precision and distribution strategies keep working.
 
     Each epoch's `logs` gain `unfreeze_stage`, `unfrozen_blocks`, `trainable_params`, `head_lr`,
     `backbone_lr` (the top unfrozen block's) and `backbone_lr_min` (the lowest's), the rates for
     the next step (list this callback before `CSVLogger` and `TensorBoard`). A run restarted by
     `BackupAndRestore` resumes in the same stage, warm-up and plateau counters (with
     `save_freq=N`, the killed epoch's first batches train twice), in any order but for a plateau
-    on a training metric: then list this callback first. `StageEarlyStopping` stops only in the
-    last stage.
+    on a training metric (list this callback first). `StageEarlyStopping` stops in the last stage.
 
     BatchNormalization layers of unfrozen blocks follow `bn` (`keras_tlft.batchnorm`; applied at
     each `fit`, alike on Keras 3.13 to 3.16 and every backend): `"frozen"` (the default: as
@@ -201,8 +199,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         # Keras sets the model of every callback of a fit before any on_train_begin: the last
         # ProgressiveUnfreeze to claim the optimizer is the one on_train_begin lets through.
         stager.staged.owner = self
-        # Blocks derived from layer names are a guess: always show it (known ones with verbose).
-        if self.verbose or backbone.blocks_source == "derived":
+        if self.verbose or backbone.blocks_source == "derived":  # derived blocks are a guess
             stager.print_blocks()
         if self.verbose:
             stager.print_optimizer_note()
