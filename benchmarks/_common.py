@@ -120,6 +120,7 @@ def plot_curves(curves: dict, changes: dict, path: Path, title: str, ylabel: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if lower:
         fig, (ax, below) = plt.subplots(2, 1, figsize=(7.5, 7.6), sharex=True,
@@ -134,7 +135,7 @@ def plot_curves(curves: dict, changes: dict, path: Path, title: str, ylabel: str
             ax.axvline(epoch + 0.5, color=line.get_color(), ls=":", lw=1)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     if lower:
         for recipe, points in lower.items():
@@ -146,6 +147,7 @@ def plot_curves(curves: dict, changes: dict, path: Path, title: str, ylabel: str
         below.grid(alpha=0.3)
         ax = below
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
