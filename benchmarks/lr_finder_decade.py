@@ -16,8 +16,8 @@ one of 9e-3 as hitting it; the symmetric rule asks whether the finder would have
 grid point as the grid search. Both are written to the JSON.
 
 Usage:
-    python benchmarks/lr_finder_decade.py                  # linear probe and progressive, 3 seeds
-    python benchmarks/lr_finder_decade.py --recipes linear_probe --seeds 1
+    python benchmarks/lr_finder_decade.py                  # the linear probe, 3 seeds
+    python benchmarks/lr_finder_decade.py --recipes linear_probe,progressive
 
 Prints a table and writes benchmarks/results/lr_finder_decade.json.
 """
@@ -74,8 +74,8 @@ def in_decade(lr: float, best: float) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default=",".join(RECIPES),
-                        help="comma-separated, from: %(default)s")
+    parser.add_argument("--recipes", default="linear_probe",
+                        help=f"comma-separated, from: {', '.join(RECIPES)} (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--labels", type=int, default=100, help="labels per class")
     parser.add_argument("--epochs", type=int, default=12)
