@@ -43,9 +43,8 @@ from transfer_fashion_mnist import (  # noqa: E402
     PRETRAINED,
     SPEC,
     few_labels,
-    load_fashion_mnist,
-    pretrain,
     run_recipe,
+    transfer_task,
 )
 
 import keras_tlft as tlft  # noqa: E402
@@ -94,12 +93,7 @@ def main(argv=None) -> int:
                      f"Received: --recipes={args.recipes}")
     started = time.perf_counter()
 
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
-    source, target = y_train < 5, y_train >= 5
-    pretrain_s = pretrain(x_train[source], y_train[source], args.pretrain_epochs)
-    x_t, y_t = x_train[target], y_train[target] - 5
-    test = y_test >= 5
-    x_eval, y_eval = x_test[test], y_test[test] - 5
+    pretrain_s, (x_t, y_t), (x_eval, y_eval) = transfer_task(args.pretrain_epochs)
 
     finder = {}
     schedule = "gradual" if "progressive" in recipes else None

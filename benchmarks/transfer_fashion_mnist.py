@@ -174,6 +174,18 @@ def run_recipe(recipe, x, y, x_test, y_test, epochs, lr, seed, with_curve=False)
     return {"accuracy": acc, "seconds": seconds, "curve": curve.points, "stage_changes": changes}
 
 
+def transfer_task(pretrain_epochs: int):
+    """The backbone pretrained on classes 0-4 (cached), then the task: the training images of
+    classes 5-9 and their test images, labels 0-4. Returns the pretraining seconds (0 when
+    cached), ``(x, y)`` for training and ``(x, y)`` for testing."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    source, target = y_train < 5, y_train >= 5
+    pretrain_s = pretrain(x_train[source], y_train[source], pretrain_epochs)
+    test = y_test >= 5
+    return (pretrain_s, (x_train[target], y_train[target] - 5),
+            (x_test[test], y_test[test] - 5))
+
+
 def few_labels(x, y, per_class, seed):
     """``per_class`` examples of each class, drawn with ``seed``."""
     rng = np.random.default_rng(seed)
@@ -218,12 +230,7 @@ def main(argv=None) -> int:
                      f"Received: --recipes={args.recipes}")
     started = time.perf_counter()
 
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
-    source, target = y_train < 5, y_train >= 5
-    pretrain_s = pretrain(x_train[source], y_train[source], args.pretrain_epochs)
-    x_t, y_t = x_train[target], y_train[target] - 5
-    test = y_test >= 5
-    x_eval, y_eval = x_test[test], y_test[test] - 5
+    pretrain_s, (x_t, y_t), (x_eval, y_eval) = transfer_task(args.pretrain_epochs)
 
     results, curves, changes = [], {}, {}
     plot_labels = 100 if 100 in labels else labels[0]
