@@ -39,7 +39,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, environment, plot_curves, write_json  # noqa: E402
+from _common import RESULTS, Curve, environment, plot_curves, write_json  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 from keras_tlft import (  # noqa: E402
@@ -121,20 +121,6 @@ def pretrain(x, y, epochs: int):
     return seconds
 
 
-class Curve(keras.callbacks.Callback):
-    """Test accuracy after every epoch, across fits; its own time is kept apart."""
-
-    def __init__(self, x, y):
-        super().__init__()
-        self.x, self.y, self.points, self.seconds = x, y, [], 0.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        start = time.perf_counter()
-        acc = self.model.evaluate(self.x, self.y, batch_size=512, verbose=0)[1]
-        self.points.append(float(acc))
-        self.seconds += time.perf_counter() - start
-
-
 def run_recipe(recipe, x, y, x_test, y_test, epochs, lr, seed, with_curve=False):
     """Train one recipe; returns test accuracy, wall seconds, per-epoch curve (when asked: it
     costs an evaluation per epoch, kept out of the wall time) and the stage changes."""
@@ -143,7 +129,7 @@ def run_recipe(recipe, x, y, x_test, y_test, epochs, lr, seed, with_curve=False)
     model = tlft.build_model(SPEC, 5, head="gap,dense:5:softmax", weights=weights)
     backbone = model.get_layer("backbone")
     loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-    curve = Curve(x_test, y_test)
+    curve = Curve(x_test, y_test, batch_size=512)
     fit = dict(batch_size=32, verbose=0, callbacks=[curve] if with_curve else [])
     changes = []
     start = time.perf_counter()

@@ -8,35 +8,55 @@ is scored on all 10,000 test images. Every recipe gets the same epoch budget:
 
 - linear_probe:   backbone frozen throughout, trained with ``fit_frozen`` (features cached);
 - keras_two_phase: the Keras guide done the plain way: head for half the epochs, then recompile
-                  with the backbone trainable at 1e-5 and a second ``fit``;
-- full:           everything trainable from the start at lr / 10;
+                  with the backbone trainable at 1e-5 and a second ``fit`` (in Keras 3
+                  ``backbone.trainable = True`` trains BatchNorm too: its statistics follow the
+                  new data);
+- keras_two_phase_bn_frozen: the same two fits and recompile at 1e-5, except that the backbone's
+                  BatchNorm layers are set non-trainable again after ``backbone.trainable = True``
+                  (statistics, gamma and beta as loaded, inference mode), as
+                  ``ProgressiveUnfreeze`` keeps them. The control that changes one thing: against
+                  keras_two_phase it isolates BatchNorm; against pu_two_phase, the recompile (a
+                  fresh optimizer state and a second ``fit``);
+- full:           everything trainable from the start at lr / 10 (BatchNorm trained);
 - lp_ft:          LP-FT (Kumar et al. 2022): linear probe (``fit_frozen``) for half the epochs,
-                  then everything trainable at lr / 10 in a second ``fit``;
-- pu_gradual:     ``ProgressiveUnfreeze("gradual")``: one more block every epoch, in one fit;
+                  then everything trainable at lr / 10 in a second ``fit`` (BatchNorm trained);
+- pu_gradual:     ``ProgressiveUnfreeze("gradual")``: one more block every epoch, in one fit,
+                  every unfrozen block at the head's rate (``backbone_lr_ratio=1``, the default);
+- pu_gradual_slow: the same with ``backbone_lr_ratio=0.1``: unfrozen blocks at a tenth of the
+                  head's rate;
 - pu_two_phase:   ``ProgressiveUnfreeze("two_phase")``: the guide's recipe in one fit;
 - tutorial:       the MobileNetV2 tutorial's shape in one fit: frozen for half the epochs, then
                   every layer from ``fine_tune_at`` up (the tutorial's 100 of 154 layers, scaled
                   to this backbone) at lr / 10 (``ProgressiveUnfreeze`` with ``fine_tune_at``).
 
-The ``ProgressiveUnfreeze`` recipes keep BatchNorm frozen (the library's default); ``full``,
-``keras_two_phase`` and ``lp_ft`` set ``backbone.trainable = True``, which in Keras 3 trains
-BatchNorm too.
+The ``ProgressiveUnfreeze`` recipes keep BatchNorm frozen (the library's default).
+
+On the curve runs (seed 0, the plotted label count) a ``keras_tlft.FeatureDrift`` on a fixed
+probe of ``--probe`` training images measures, after every epoch, how far each backbone block's
+features moved from the pretrained ones; the plot shows ``drift_cos_min`` (the lowest over the
+blocks of the mean cosine similarity; linear CKA, ``drift_cka_min``, is in the JSON). Every
+recipe is measured, the two-fit ones with one callback across both fits: their first phase leaves
+the backbone untouched (its drift is exactly 1.0), so the reference ``FeatureDrift`` takes at the
+second ``fit``'s start is still the pretrained features. The curve, the drift and the final
+evaluation are kept out of the wall time.
 
 Usage:
-    python benchmarks/transfer_imagenet_fashion_mnist.py           # 3 seeds, 10/100 labels/class
+    python benchmarks/transfer_imagenet_fashion_mnist.py           # 3 seeds, 100 labels/class
     python benchmarks/transfer_imagenet_fashion_mnist.py --quick   # 1 seed, 10 labels, 4 epochs
     python benchmarks/transfer_imagenet_fashion_mnist.py --labels 10,100,1000
 
 Prints a table (mean and std of test accuracy, wall time per run) and writes
-benchmarks/results/transfer_imagenet_fashion_mnist[_quick].json and a PNG of learning curves
-(accuracy on a fixed 2,000-image slice of the test set after every epoch, seed 0; dotted lines
-mark stage changes).
+benchmarks/results/transfer_imagenet_fashion_mnist[_quick].json and a PNG: learning curves
+(accuracy on a fixed slice of the first ``--curve-images`` test images after every epoch, seed 0;
+dotted lines mark stage changes) over the feature drift of the same runs. Both are rewritten
+after every seed, so an interrupted run leaves the seeds it finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -47,14 +67,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, environment, plot_curves, write_json  # noqa: E402
+from _common import RESULTS, Curve, environment, plot_curves, write_json  # noqa: E402
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 
-RECIPES = ("linear_probe", "keras_two_phase", "full", "lp_ft", "pu_gradual", "pu_two_phase",
-           "tutorial")
-CURVE_IMAGES = 2000
+RECIPES = ("linear_probe", "keras_two_phase", "keras_two_phase_bn_frozen", "pu_two_phase",
+           "tutorial", "pu_gradual", "pu_gradual_slow", "lp_ft", "full")
+# Trimmed so that the default run (3 seeds) fits 40 minutes on a 2-core CPU: each run's cost is
+# mostly fixed (building, tracing the train step at every compile or stage change, scoring all
+# 10,000 test images), so the default is one label count; the curves use a 500-image slice.
+CURVE_IMAGES = 500
+EVAL_BATCH_SIZE = 500
 # The MobileNetV2 tutorial unfreezes from layer 100 of its base model's 154.
 TUTORIAL_FRACTION = 100 / 154
 
@@ -86,35 +110,35 @@ def grayscale_spec():
                                preprocessing=preprocessing, default_input_shape=(28, 28, 1))
 
 
-class Curve(keras.callbacks.Callback):
-    """Accuracy on a fixed test slice after every epoch, across fits; its time is kept apart."""
-
-    def __init__(self, x, y):
-        super().__init__()
-        self.x, self.y, self.points, self.seconds = x, y, [], 0.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        start = time.perf_counter()
-        self.points.append(float(self.model.evaluate(self.x, self.y, batch_size=500,
-                                                     verbose=0)[1]))
-        self.seconds += time.perf_counter() - start
+def freeze_batchnorm(backbone) -> int:
+    """Every BatchNormalization layer of ``backbone`` non-trainable (gamma, beta and moving
+    statistics as loaded; inference mode in ``fit``), as ``ProgressiveUnfreeze`` keeps them;
+    returns how many there are."""
+    layers = [layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = False
+    return len(layers)
 
 
-def run_recipe(recipe, spec, data, args, seed, curve_data=None):
-    """Train one recipe; returns test accuracy, wall seconds (evaluation excluded), the curve
-    (when ``curve_data`` is given) and the epochs where a new stage began."""
+def run_recipe(recipe, spec, data, args, seed, curve=None):
+    """Train one recipe; returns test accuracy, wall seconds of training (the ``curve``'s
+    evaluations and drift excluded, and the final evaluation), the curve and drift (with a
+    ``Curve``), the epochs where a new stage began, the trainable parameters at the end and
+    the seconds spent building, evaluating and on the curve."""
     x, y, x_test, y_test = data
+    built = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = tlft.build_model(spec, 10, input_shape=(28, 28, 1), resize=(args.size, args.size),
                              head="gap,dropout:0.2,dense:10:softmax", weights="imagenet")
     backbone = model.get_layer("backbone")
     lr, epochs, half = args.lr, args.epochs, args.epochs // 2
     compile_args = {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
-    curve = Curve(*curve_data) if curve_data is not None else None
     fit = {"batch_size": args.batch_size, "verbose": 0, "callbacks": [curve] if curve else []}
     changes: list[int] = []
     schedules = {
-        "pu_gradual": "gradual",
+        "pu_gradual": tlft.gradual(),
+        "pu_gradual_slow": tlft.gradual(backbone_lr_ratio=0.1),
         "pu_two_phase": tlft.two_phase(frozen_epochs=half),
         "tutorial": tlft.fine_tune_at(round(len(backbone.layers) * TUTORIAL_FRACTION),
                                       epoch=half, learning_rate=lr / 10),
@@ -127,14 +151,16 @@ def run_recipe(recipe, spec, data, args, seed, curve_data=None):
         backbone.trainable = True
         model.compile(keras.optimizers.Adam(lr / 10), **compile_args)
         model.fit(x, y, epochs=epochs, **fit)
-    elif recipe in ("keras_two_phase", "lp_ft"):
+    elif recipe in ("keras_two_phase", "keras_two_phase_bn_frozen", "lp_ft"):
         model.compile(keras.optimizers.Adam(lr), **compile_args)
         if recipe == "lp_ft":
             tlft.fit_frozen(model, x, y, epochs=half, **fit)
         else:
             model.fit(x, y, epochs=half, **fit)
         backbone.trainable = True
-        rate = 1e-5 if recipe == "keras_two_phase" else lr / 10
+        if recipe == "keras_two_phase_bn_frozen" and not freeze_batchnorm(backbone):
+            raise RuntimeError("keras_two_phase_bn_frozen: the backbone has no BatchNorm layer")
+        rate = lr / 10 if recipe == "lp_ft" else 1e-5
         model.compile(keras.optimizers.Adam(rate), **compile_args)
         model.fit(x, y, epochs=epochs, initial_epoch=half, **fit)
         changes = [half]
@@ -144,14 +170,24 @@ def run_recipe(recipe, spec, data, args, seed, curve_data=None):
         history = model.fit(x, y, epochs=epochs, **fit)
         stages = history.history.get("unfreeze_stage", [])
         changes = [e for e in range(1, len(stages)) if stages[e] != stages[e - 1]]
-    seconds = time.perf_counter() - start - (curve.seconds if curve else 0.0)
-    accuracy = float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1])
+    trained = time.perf_counter()
+    seconds = trained - start - (curve.seconds if curve else 0.0)
+    accuracy = float(model.evaluate(x_test, y_test, batch_size=args.eval_batch_size,
+                                    verbose=0)[1])
+    overhead = {"build_seconds": start - built, "evaluate_seconds": time.perf_counter() - trained,
+                "curve_seconds": curve.seconds if curve else 0.0}
+    trainable = sum(int(math.prod(v.shape)) for v in model.trainable_weights)
     return {"accuracy": accuracy, "seconds": seconds, "curve": curve.points if curve else [],
-            "stage_changes": changes}
+            "drift": curve.drift_points if curve else {}, "stage_changes": changes,
+            "trainable_params_end": trainable, **overhead}
 
 
-def plot(curves: dict, changes: dict, path: Path, title: str) -> None:
-    plot_curves(curves, changes, path, title, f"test accuracy (first {CURVE_IMAGES} test images)")
+def plot(curves: dict, changes: dict, drift: dict, path: Path, title: str, args) -> None:
+    plot_curves(curves, changes, path, title,
+                f"test accuracy (first {args.curve_images} test images)",
+                lower=drift, lower_ylabel=f"feature drift: drift_cos_min\n(lowest block cosine "
+                                          f"similarity to pretrained,\nprobe of {args.probe} "
+                                          f"training images)")
 
 
 def print_table(results, args) -> None:
@@ -172,12 +208,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 10 labels/class, 4 epochs")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--labels", default="10,100", help="labels per class, comma-separated")
+    parser.add_argument("--labels", default="100", help="labels per class, comma-separated")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--size", type=int, default=48, help="input size inside the model")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--curve-images", type=int, default=CURVE_IMAGES,
+                        help="test images the learning curves are measured on")
+    parser.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE,
+                        help="batch size of every evaluation")
+    parser.add_argument("--probe", type=int, default=32,
+                        help="training images in FeatureDrift's probe batch")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "10", 4
@@ -191,14 +233,14 @@ def main(argv=None) -> int:
 
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
     x_test, y_test = x_test.astype("float32"), y_test.astype("int64")
-    curve_data = (x_test[:CURVE_IMAGES], y_test[:CURVE_IMAGES])
+    curve_data = (x_test[:args.curve_images], y_test[:args.curve_images])
     spec = grayscale_spec()
     plot_labels = 100 if 100 in labels else labels[0]
 
     # Seeds outermost: every finished seed is a complete table, written as it finishes, so an
     # interrupted run still leaves its figures (marked with the seeds completed).
     runs: dict[tuple[int, str], list[dict]] = {}
-    curves, changes, plot_failure = {}, {}, None
+    curves, changes, drift, drift_cka, plot_failure = {}, {}, {}, {}, None
     stem = "transfer_imagenet_fashion_mnist" + ("_quick" if args.quick else "")
     png = RESULTS / f"{stem}.png"
     for seed in range(args.seeds):
@@ -206,18 +248,26 @@ def main(argv=None) -> int:
             x, y = few_labels(x_train, y_train, per_class, seed)
             data = (x.astype("float32"), y.astype("int64"), x_test, y_test)
             for recipe in recipes:
-                with_curve = per_class == plot_labels and seed == 0
-                run = run_recipe(recipe, spec, data, args, seed,
-                                 curve_data if with_curve else None)
+                curve = None
+                if per_class == plot_labels and seed == 0:
+                    curve = Curve(*curve_data, batch_size=args.eval_batch_size,
+                                  drift=tlft.FeatureDrift(x[:args.probe]))
+                run = run_recipe(recipe, spec, data, args, seed, curve)
                 keras.backend.clear_session()
                 runs.setdefault((per_class, recipe), []).append(run)
-                if with_curve:
+                if curve:
                     curves[recipe], changes[recipe] = run["curve"], run["stage_changes"]
-                print(f"seed {seed}  {per_class:>5} labels/class  {recipe:<16} "
-                      f"acc {run['accuracy']:.4f}  {run['seconds']:6.1f} s", flush=True)
+                    drift[recipe] = run["drift"]["drift_cos_min"]
+                    drift_cka[recipe] = run["drift"]["drift_cka_min"]
+                print(f"seed {seed}  {per_class:>5} labels/class  {recipe:<25} "
+                      f"acc {run['accuracy']:.4f}  {run['seconds']:6.1f} s  (elapsed "
+                      f"{(time.perf_counter() - started) / 60:.1f} min)", flush=True)
         results = [
             {"labels_per_class": n, "recipe": r, **summarize(rs),
-             "accuracies": [x["accuracy"] for x in rs], "seconds": [x["seconds"] for x in rs]}
+             "accuracies": [x["accuracy"] for x in rs], "seconds": [x["seconds"] for x in rs],
+             "trainable_params_end": rs[0]["trainable_params_end"],
+             "build_evaluate_curve_seconds": [
+                 x["build_seconds"] + x["evaluate_seconds"] + x["curve_seconds"] for x in rs]}
             for (n, r), rs in runs.items()
         ]
         total_s = time.perf_counter() - started
@@ -227,12 +277,14 @@ def main(argv=None) -> int:
                          "seeds_completed": seed + 1, "total_seconds": total_s,
                          "load_average_start": load_start, "load_average_now": os.getloadavg()},
             "results": results, "plot": png.name,
-            "curves": {"labels_per_class": plot_labels, "seed": 0, "test_images": CURVE_IMAGES,
-                       "test_accuracy": curves, "stage_changes": changes},
+            "curves": {"labels_per_class": plot_labels, "seed": 0,
+                       "test_images": args.curve_images, "test_accuracy": curves,
+                       "stage_changes": changes, "probe_images": args.probe,
+                       "drift_cos_min": drift, "drift_cka_min": drift_cka},
         })
         try:
-            plot(curves, changes, png, f"EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST, "
-                 f"{plot_labels} labels/class, seed 0; dotted: stage changes")
+            plot(curves, changes, drift, png, f"EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST, "
+                 f"{plot_labels} labels/class, seed 0; dotted: stage changes", args)
         except ImportError as exc:
             plot_failure = exc
 

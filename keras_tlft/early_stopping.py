@@ -13,7 +13,8 @@ import math
 import keras
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.schedule import MODES, check_number
+from keras_tlft.checks import check_number
+from keras_tlft.schedule import MODES
 from keras_tlft.unfreeze import ProgressiveUnfreeze
 
 __all__ = ["StageEarlyStopping"]

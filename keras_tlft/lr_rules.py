@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from keras_tlft.checks import check_choice
+
 __all__ = ["LR_SHAPES", "LearningRateRule", "SlantedTriangle", "check_lr_shape"]
 
 # The shapes a stage's learning rates can follow (Schedule.stage_lr_shape).
@@ -22,9 +24,7 @@ LR_SHAPES = ("constant", "slanted_triangular")
 def check_lr_shape(shape, cut_frac, ratio) -> None:
     """Raise ``ValueError`` unless ``shape`` is one of :data:`LR_SHAPES`, ``cut_frac`` is in
     (0, 1) and ``ratio`` a finite number >= 1 (the Schedule fields of that name)."""
-    if shape not in LR_SHAPES:
-        raise ValueError(f"Invalid stage_lr_shape: expected one of {LR_SHAPES}. "
-                         f"Received: stage_lr_shape={shape!r}")
+    check_choice("stage_lr_shape", shape, LR_SHAPES)
     if isinstance(cut_frac, bool) or not isinstance(cut_frac, (int, float)) \
             or not 0 < cut_frac < 1:
         raise ValueError("Invalid cut_frac: expected a number in (0, 1), the fraction of a "

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
+from keras_tlft.checks import check_number
 from keras_tlft.lr_rules import LearningRateRule, SlantedTriangle
-from keras_tlft.schedule import Schedule, Stage, check_number
+from keras_tlft.schedule import Schedule, Stage
 from keras_tlft.schedule_input import parse_schedule
 
 __all__ = [

@@ -13,7 +13,8 @@ import inspect
 import json
 import os
 
-from keras_tlft.schedule import Schedule, Stage, _received, check_number
+from keras_tlft.checks import check_number, received
+from keras_tlft.schedule import Schedule, Stage
 from keras_tlft.spec import closest_names, did_you_mean
 
 __all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "layer_decay", "lp_ft",
@@ -129,7 +130,7 @@ def layer_decay(decay: float = 0.75, learning_rate: float | None = None,
     _check_preset_options("layer_decay", options)
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
         raise ValueError("Invalid decay: expected a number in (0, 1], the learning-rate "
-                         f"multiplier per block from the head down. {_received('decay', decay)}")
+                         f"multiplier per block from the head down. {received('decay', decay)}")
     return Schedule(stages=(Stage("all", 0, learning_rate),), backbone_lr_ratio=decay,
                     block_lr_decay=decay, **options)
 
@@ -201,19 +202,19 @@ def parse_preset(text: str) -> Schedule:
     if key not in presets:
         if _looks_like_a_path(name):
             raise ValueError(f"Schedule file {text!r} does not exist (and it is not a preset: "
-                             f"expected {PRESET_HELP}). {_received('schedule', text)}")
+                             f"expected {PRESET_HELP}). {received('schedule', text)}")
         hint = did_you_mean(closest_names(key, list(presets)))
         raise ValueError(f"Unknown schedule {text!r}: expected {PRESET_HELP}.{hint} "
-                         f"{_received('schedule', text)}")
+                         f"{received('schedule', text)}")
     kwargs = {}
     for item in filter(None, (a.strip() for a in args.split(","))):
         k, sep, v = item.partition("=")
         if not sep:
             raise ValueError(f"Invalid preset argument {item!r}: expected key=value. "
-                             f"{_received('schedule', text)}")
+                             f"{received('schedule', text)}")
         if k.strip() in kwargs:
             raise ValueError(f"Invalid arguments for preset {key!r}: {k.strip()!r} is given "
-                             f"twice. {_received('schedule', text)}")
+                             f"twice. {received('schedule', text)}")
         try:
             kwargs[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
@@ -221,12 +222,12 @@ def parse_preset(text: str) -> Schedule:
     problem = _unknown_options(key, kwargs)
     if problem:
         raise ValueError(f"Invalid arguments for preset {key!r}: {problem}. "
-                         f"{_received('schedule', text)}")
+                         f"{received('schedule', text)}")
     try:
         return presets[key](**kwargs)
     except TypeError as exc:  # a required option left out: fine_tune_at without layer
         raise ValueError(f"Invalid arguments for preset {key!r}: {exc}. "
-                         f"{_received('schedule', text)}") from None
+                         f"{received('schedule', text)}") from None
 
 
 def _looks_like_a_path(text: str) -> bool:

@@ -7,7 +7,8 @@ for the rest, and one joined ``History`` (:func:`~keras_tlft.join_histories`).
 
 from __future__ import annotations
 
-from keras_tlft.schedule import Schedule, _received, check_number
+from keras_tlft.checks import check_number, received
+from keras_tlft.schedule import Schedule
 from keras_tlft.schedule_input import parse_schedule
 
 __all__ = ["DEFAULT_BACKBONE_LR_RATIO", "fine_tune", "frozen_prefix"]
@@ -86,7 +87,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     check_number("frozen_epochs", frozen_epochs, allow_none=True, allow_low=True, integer=True)
     if isinstance(verbose, bool) or verbose not in ("auto", 0, 1, 2):
         raise ValueError(f"Invalid verbose: expected 'auto', 0, 1 or 2. "
-                         f"{_received('verbose', verbose)}")
+                         f"{received('verbose', verbose)}")
     callbacks = _check_callbacks(callbacks, ProgressiveUnfreeze)
     schedule, frozen_epochs = _schedule_and_frozen_epochs(schedule, frozen_epochs)
     if epochs <= frozen_epochs:
@@ -141,7 +142,7 @@ def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]
             raise ValueError(
                 "fine_tune's schedule never unfreezes the backbone: expected a schedule with a "
                 "stage that trains part of it (or fit_frozen for a frozen run). "
-                f"{_received('schedule', schedule.to_json())}")
+                f"{received('schedule', schedule.to_json())}")
         return schedule, prefix
     if schedule.trigger == "plateau":
         first = schedule.stages[0].unfreeze.kind if schedule.stages else "none"

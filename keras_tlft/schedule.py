@@ -1,13 +1,12 @@
 """Fine-tuning schedules as plain data: stages, JSON files, and what a stage means.
 
-The presets (``two_phase``, ``gradual``...) live in :mod:`keras_tlft.presets`; reading a
-schedule from a mapping, a preset string or a JSON file (``parse_schedule``) in
-:mod:`keras_tlft.schedule_input`.
-
 A :class:`Schedule` says which unfreeze state (``"none"``, ``k``, ``"all"``, ``"from:..."``, as in
 ``keras-tlft inspect --unfreeze``) trains when, and at which learning rates. It imports no Keras
-and touches no layer: :mod:`keras_tlft.plan` says what each stage means on a backbone, for
-``keras-tlft inspect --schedule`` and the :class:`~keras_tlft.ProgressiveUnfreeze` callback alike.
+and touches no layer. Its presets (``two_phase``, ``gradual``...) are in :mod:`keras_tlft.presets`;
+reading one from a mapping, a preset string or a JSON file (``parse_schedule``) in
+:mod:`keras_tlft.schedule_input`; what each stage means on a backbone, for ``keras-tlft inspect
+--schedule`` and the :class:`~keras_tlft.ProgressiveUnfreeze` callback alike, in
+:mod:`keras_tlft.plan`.
 
 Example:
 
@@ -21,19 +20,20 @@ plan = plan_stages(backbone.layers, blocks, "schedule.json", epochs=12, learning
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import math
 import os
 import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from keras_tlft.batchnorm import bn_policy
 from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
+from keras_tlft.checks import check_choice, check_number, received
 from keras_tlft.lr_rules import check_lr_shape
 
+# check_number lives in keras_tlft.checks; re-exported here, where it was defined before.
 __all__ = ["Schedule", "Stage", "check_number"]
 
 TRIGGERS = ("epoch", "plateau")
@@ -43,29 +43,6 @@ MAX_STAGES = 128
 # Old names still accepted as Schedule arguments and in JSON files (never written).
 ALIASES = ("train_bn",)
 _MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "iou")
-
-
-def _received(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
-
-
-def check_number(name, value, low=0.0, allow_none=False, allow_low=False, integer=False):
-    """Raise ``ValueError`` unless ``value`` is a finite number (an integer with ``integer``)
-    above ``low`` (or equal to it, with ``allow_low``), or ``None`` with ``allow_none``.
-
-    The one check of every number a schedule takes, wherever it comes from: Python arguments,
-    preset strings, JSON files and the command line (``keras-tlft inspect --learning-rate``).
-    """
-    if value is None and allow_none:
-        return
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value >= low if allow_low else value > low)
-    if not ok:
-        what = "an integer" if integer else "a finite number"
-        bound = f">= {low:g}" if allow_low else f"> {low:g}"
-        none = " or None" if allow_none else ""
-        raise ValueError(f"Invalid {name}: expected {what} {bound}{none}. {_received(name, value)}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +63,7 @@ class Stage:
         ):
             raise ValueError(
                 "Invalid schedule: a stage's epoch must be an integer >= 0 (epochs count from 0, "
-                f"as in `fit`). {_received('epoch', self.epoch)}"
+                f"as in `fit`). {received('epoch', self.epoch)}"
             )
         check_number("learning_rate", self.learning_rate, allow_none=True)
 
@@ -106,7 +83,7 @@ class Stage:
         if unknown or "unfreeze" not in data:
             raise ValueError(
                 "Invalid schedule stage: expected a mapping with 'unfreeze' and optionally "
-                f"'epoch' and 'learning_rate'. {_received('stage', dict(data))}"
+                f"'epoch' and 'learning_rate'. {received('stage', dict(data))}"
             )
         return cls(data["unfreeze"], data.get("epoch"), data.get("learning_rate"))
 
@@ -204,14 +181,11 @@ class Schedule:
         self._check_fields()
 
     def _check_fields(self):
-        if self.trigger not in TRIGGERS:
-            raise ValueError(
-                f"Invalid trigger: expected one of {TRIGGERS}. {_received('trigger', self.trigger)}"
-            )
+        check_choice("trigger", self.trigger, TRIGGERS)
         object.__setattr__(self, "stages", self._parse_stages(self.stages))
-        for name in ("every", "max_blocks"):
+        for name in ("every", "max_blocks", "max_stage_epochs"):
             check_number(name, getattr(self, name), low=1, allow_low=True, allow_none=True,
-                          integer=True)
+                         integer=True)
         check_number("start", self.start, allow_none=True, allow_low=True, integer=True)
         check_number("patience", self.patience, low=1, allow_low=True, integer=True)
         check_number("min_delta", self.min_delta, allow_low=True)
@@ -219,27 +193,18 @@ class Schedule:
         check_number("backbone_lr_ratio", self.backbone_lr_ratio)
         check_number("warmup_steps", self.warmup_steps, allow_low=True, integer=True)
         if not (isinstance(self.block_lr_decay, (int, float)) and 0 < self.block_lr_decay <= 1):
-            raise ValueError(
-                "Invalid block_lr_decay: expected a number in (0, 1], the learning-rate "
-                f"multiplier per block below the top one. "
-                f"{_received('block_lr_decay', self.block_lr_decay)}"
-            )
-        check_number("max_stage_epochs", self.max_stage_epochs, low=1, allow_low=True,
-                     allow_none=True, integer=True)
-        if self.best_scope not in BEST_SCOPES:
-            raise ValueError(f"Invalid best_scope: expected one of {BEST_SCOPES}. "
-                             f"{_received('best_scope', self.best_scope)}")
-        if self.mode not in MODES:
-            raise ValueError(
-                f"Invalid mode: expected one of {MODES}. {_received('mode', self.mode)}"
-            )
+            raise ValueError("Invalid block_lr_decay: expected a number in (0, 1], the "
+                             "learning-rate multiplier per block below the top one. "
+                             f"{received('block_lr_decay', self.block_lr_decay)}")
+        check_choice("best_scope", self.best_scope, BEST_SCOPES)
+        check_choice("mode", self.mode, MODES)
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ValueError(f"Invalid monitor: expected a metric name. "
-                             f"{_received('monitor', self.monitor)}")
+                             f"{received('monitor', self.monitor)}")
         for name in ("restore_best_weights", "reset_optimizer_state"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: expected True or False. "
-                                 f"{_received(name, getattr(self, name))}")
+                                 f"{received(name, getattr(self, name))}")
         if self.backbone_lr is not None and self.backbone_lr_ratio != 1.0:
             raise ValueError(
                 "backbone_lr (absolute) and backbone_lr_ratio (relative to the head's) are "
@@ -256,7 +221,7 @@ class Schedule:
         elif isinstance(stages, (str, int, UnfreezeState)) or not isinstance(stages, Sequence):
             raise ValueError(
                 "Invalid schedule: stages must be a mapping {epoch: unfreeze} or a list of "
-                f"stages. {_received('stages', stages)}"
+                f"stages. {received('stages', stages)}"
             )
         stages = tuple(Stage.from_json(s) for s in stages)
         if len(stages) > MAX_STAGES:
@@ -267,13 +232,13 @@ class Schedule:
                 raise ValueError(
                     "Invalid plateau schedule: its stages begin when the monitored metric stops "
                     "improving, so they take no epoch. "
-                    f"{_received('stages', [s.to_json() for s in stages])}"
+                    f"{received('stages', [s.to_json() for s in stages])}"
                 )
             return tuple(dataclasses.replace(s, epoch=None) for s in stages)
         if any(s.epoch is None for s in stages):
             raise ValueError(
                 "Invalid schedule: every stage of an epoch schedule needs an epoch (or use "
-                f"trigger='plateau'). {_received('stages', [s.to_json() for s in stages])}"
+                f"trigger='plateau'). {received('stages', [s.to_json() for s in stages])}"
             )
         epochs = [s.epoch for s in stages]
         if len(set(epochs)) != len(epochs):
@@ -300,7 +265,7 @@ class Schedule:
             raise ValueError(
                 "max_stage_epochs is for plateau schedules (move on at the plateau or after "
                 "that many epochs); the stages of an epoch schedule begin at their epochs. "
-                f"{_received('max_stage_epochs', self.max_stage_epochs)}"
+                f"{received('max_stage_epochs', self.max_stage_epochs)}"
             )
 
     # ------------------------------------------------------------------ stages
@@ -360,7 +325,7 @@ class Schedule:
         if unknown:
             raise ValueError(
                 f"Unknown schedule field(s) {unknown}: expected some of {sorted(names)}. "
-                f"{_received('schedule', dict(data))}"
+                f"{received('schedule', dict(data))}"
             )
         return cls(**data)
 
@@ -396,36 +361,28 @@ def _epoch_key(key) -> int:
     if isinstance(key, bool) or not isinstance(key, int) or key < 0:
         raise ValueError(
             "Invalid schedule: its keys are the epochs stages begin at, integers >= 0 (epochs "
-            f"count from 0, as in `fit`). {_received('epoch', key)}"
+            f"count from 0, as in `fit`). {received('epoch', key)}"
         )
     return key
 
-
-# ---------------------------------------------------------------------- what the stages mean
 
 def unfreeze_help() -> str:
     return UNFREEZE_HELP
 
 
-# The presets live in keras_tlft.presets; their old import path here still works (lazily: presets
-# imports this module, so importing it at the top would be a cycle).
-_PRESET_NAMES = ("COMMON_OPTIONS", "two_phase", "fine_tune_at", "gradual", "plateau", "PRESETS",
-                 "PRESET_HELP", "registered_presets", "preset_options", "parse_preset")
+# Names that moved out of this module still import from it, lazily: each of those modules imports
+# this one, so importing them at the top would be a cycle.
+_MOVED = {
+    "parse_schedule": "keras_tlft.schedule_input",
+    **dict.fromkeys(("COMMON_OPTIONS", "two_phase", "fine_tune_at", "gradual", "plateau",
+                     "PRESETS", "PRESET_HELP", "registered_presets", "preset_options",
+                     "parse_preset"), "keras_tlft.presets"),
+    **dict.fromkeys(("plan_stages", "stage_at_epoch", "learning_rate_rules", "describe_trigger",
+                     "stage_error"), "keras_tlft.plan"),
+}
 
 
 def __getattr__(name):
-    if name == "parse_schedule":  # lives in keras_tlft.schedule_input, which imports this module
-        from keras_tlft.schedule_input import parse_schedule
-
-        return parse_schedule
-    if name in _PRESET_NAMES:
-        from keras_tlft import presets
-
-        return getattr(presets, name)
-    # What a stage means on a backbone lives in keras_tlft.plan; the old names still work here.
-    if name in ("plan_stages", "stage_at_epoch", "learning_rate_rules", "describe_trigger",
-                "stage_error"):
-        from keras_tlft import plan
-
-        return getattr(plan, name)
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keras_tlft.batchnorm import bn_policy
-from keras_tlft.schedule import ALIASES, Schedule, _received
+from keras_tlft.checks import received
+from keras_tlft.schedule import ALIASES, Schedule
 
 __all__ = ["parse_schedule", "read_schedule_file"]
 
@@ -35,7 +36,7 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
         text = os.fspath(schedule)
         if not os.path.isfile(text):
             raise ValueError(f"Schedule file {text!r} does not exist. "
-                             f"{_received('schedule', text)}")
+                             f"{received('schedule', text)}")
         base = read_schedule_file(text)
     elif isinstance(schedule, str):
         base = parse_preset(schedule)
@@ -44,11 +45,11 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
     elif isinstance(schedule, Sequence) and not isinstance(schedule, (bytes, bytearray)):
         if not schedule:
             raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
-                             f"{_received('schedule', schedule)}")
+                             f"{received('schedule', schedule)}")
         base = Schedule(stages=tuple(schedule), trigger=options.pop("trigger", "epoch"))
     else:
         raise ValueError(f"Invalid schedule: expected {PRESET_HELP}. "
-                         f"{_received('schedule', schedule)}")
+                         f"{received('schedule', schedule)}")
     if not options:
         return base
     names = {f.name for f in dataclasses.fields(Schedule)}
@@ -70,14 +71,14 @@ def _schedule_from_mapping(schedule: Mapping) -> Schedule:
     """``{epoch: unfreeze}``, or the JSON form (Schedule fields), never a mix of the two."""
     if not schedule:
         raise ValueError(f"Invalid schedule: it has no stages. Expected {_NON_EMPTY}. "
-                         f"{_received('schedule', dict(schedule))}")
+                         f"{received('schedule', dict(schedule))}")
     epochs = [k for k in schedule if _is_epoch_key(k)]
     if not epochs:
         if "stages" in schedule and isinstance(schedule["stages"], (Mapping, Sequence)) and \
                 not isinstance(schedule["stages"], str) and not schedule["stages"]:
             raise ValueError(f"Invalid schedule: its 'stages' are empty. Expected {_NON_EMPTY}, "
                              f"or no 'stages' with 'every' for generated ones. "
-                             f"{_received('schedule', dict(schedule))}")
+                             f"{received('schedule', dict(schedule))}")
         return Schedule.from_json(schedule)
     if len(epochs) != len(schedule):
         others = [k for k in schedule if not _is_epoch_key(k)]

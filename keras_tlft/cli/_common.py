@@ -74,7 +74,7 @@ def _positive_int(text: str) -> int:
 
 def _learning_rate(text: str) -> float:
     """``--learning-rate``: checked as the Python API checks every learning rate."""
-    from keras_tlft.schedule import check_number
+    from keras_tlft.checks import check_number
 
     try:
         value = float(text)

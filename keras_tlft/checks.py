@@ -1,0 +1,42 @@
+"""The checks of plain values that schedules, presets, plans, recipes, early stopping and the CLI
+share, and the shape of their error messages (``... Received: name=value``).
+
+Plain data: imports neither Keras nor pluggy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["check_choice", "check_number", "received"]
+
+
+def received(name: str, value: Any) -> str:
+    """The last sentence of an error message: ``"Received: name=value"``."""
+    return f"Received: {name}={value!r}"
+
+
+def check_number(name, value, low=0.0, allow_none=False, allow_low=False, integer=False):
+    """Raise ``ValueError`` unless ``value`` is a finite number (an integer with ``integer``)
+    above ``low`` (or equal to it, with ``allow_low``), or ``None`` with ``allow_none``.
+
+    The one check of every number a schedule takes, wherever it comes from: Python arguments,
+    preset strings, JSON files and the command line (``keras-tlft inspect --learning-rate``).
+    """
+    if value is None and allow_none:
+        return
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= low if allow_low else value > low)
+    if not ok:
+        what = "an integer" if integer else "a finite number"
+        bound = f">= {low:g}" if allow_low else f"> {low:g}"
+        none = " or None" if allow_none else ""
+        raise ValueError(f"Invalid {name}: expected {what} {bound}{none}. {received(name, value)}")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"Invalid {name}: expected one of {choices}. {received(name, value)}")
