@@ -8,11 +8,16 @@ labels per class, and every recipe is scored on all test images of classes 5-9:
 - two-phase:    the Keras guide's recipe done the plain way: head first, then recompile with
                 everything trainable at 1e-5 and a second fit;
 - full:         everything trainable from the start, at the head's learning rate / 10;
-- progressive:  `ProgressiveUnfreeze` in one fit: the "gradual" preset with its defaults.
+- progressive:  `ProgressiveUnfreeze` in one fit: the "gradual" preset with its defaults;
+- lp_ft, ulmfit, layer_decay: `ProgressiveUnfreeze` with the literature presets of those names,
+                with their defaults (LP-FT: 5 probe epochs, then everything at 1e-5; ULMFiT: a
+                block per epoch, rates / 2.6 per block, slanted triangular rates per stage;
+                layer decay: everything from epoch 0, block k from the top at 0.75 ** k).
 
 Usage:
     python benchmarks/transfer_fashion_mnist.py            # defaults: 3 seeds, 25/100/400 labels
     python benchmarks/transfer_fashion_mnist.py --quick    # 1 seed, 100 labels, fewer epochs
+    python benchmarks/transfer_fashion_mnist.py --recipes progressive,lp_ft,ulmfit,layer_decay
 
 Prints a table (mean and spread of test accuracy, wall time) and writes
 benchmarks/results/transfer_fashion_mnist.json and a PNG of learning curves.
@@ -47,7 +52,10 @@ FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 CACHE = RESULTS / "cache"
 PRETRAINED = CACHE / "fmnist_cnn_classes0-4.weights.h5"
-RECIPES = ("scratch", "linear_probe", "two_phase", "full", "progressive")
+# The recipes trained by ProgressiveUnfreeze in one fit, and the preset each one uses.
+PRESETS = {"progressive": "gradual", "lp_ft": "lp_ft", "ulmfit": "ulmfit",
+           "layer_decay": "layer_decay"}
+RECIPES = ("scratch", "linear_probe", "two_phase", "full", *PRESETS)
 
 
 def load_fashion_mnist():
@@ -143,13 +151,25 @@ def run_recipe(recipe, x, y, x_test, y_test, epochs, lr, seed, with_curve=False)
         changes = [half]
     else:
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=metrics)
-        fit["callbacks"] = [tlft.ProgressiveUnfreeze("gradual"), *fit["callbacks"]]
+        fit["callbacks"] = [tlft.ProgressiveUnfreeze(PRESETS[recipe]), *fit["callbacks"]]
         history = model.fit(x, y, epochs=epochs, **fit)
         states = history.history.get("unfreeze_stage", [])
         changes = [e for e in range(1, len(states)) if states[e] != states[e - 1]]
     seconds = time.perf_counter() - start - curve.seconds
     acc = float(model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
     return {"accuracy": acc, "seconds": seconds, "curve": curve.points, "stage_changes": changes}
+
+
+def transfer_task(pretrain_epochs: int):
+    """The backbone pretrained on classes 0-4 (cached), then the task: the training images of
+    classes 5-9 and their test images, labels 0-4. Returns the pretraining seconds (0 when
+    cached), ``(x, y)`` for training and ``(x, y)`` for testing."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    source, target = y_train < 5, y_train >= 5
+    pretrain_s = pretrain(x_train[source], y_train[source], pretrain_epochs)
+    test = y_test >= 5
+    return (pretrain_s, (x_train[target], y_train[target] - 5),
+            (x_test[test], y_test[test] - 5))
 
 
 def few_labels(x, y, per_class, seed):
@@ -181,25 +201,27 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help="recipes to run, comma-separated (default: all: %(default)s)")
     parser.add_argument("--stem", default=None,
                         help="output file name stem (default: transfer_fashion_mnist[_quick])")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "100", 6
     labels = [int(n) for n in args.labels.split(",")]
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown or not recipes:
+        parser.error(f"--recipes takes names from {', '.join(RECIPES)}. "
+                     f"Received: --recipes={args.recipes}")
     started = time.perf_counter()
 
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
-    source, target = y_train < 5, y_train >= 5
-    pretrain_s = pretrain(x_train[source], y_train[source], args.pretrain_epochs)
-    x_t, y_t = x_train[target], y_train[target] - 5
-    test = y_test >= 5
-    x_eval, y_eval = x_test[test], y_test[test] - 5
+    pretrain_s, (x_t, y_t), (x_eval, y_eval) = transfer_task(args.pretrain_epochs)
 
     results, curves, changes = [], {}, {}
     plot_labels = 100 if 100 in labels else labels[0]
     for per_class in labels:
-        for recipe in RECIPES:
+        for recipe in recipes:
             runs = []
             for seed in range(args.seeds):
                 x, y = few_labels(x_t, y_t, per_class, seed)
