@@ -117,7 +117,9 @@ def _render_plan(plan: list, out: Console) -> None:
     table = Table(title="schedule plan")
     for col in ("stage", "epochs", "unfreeze", "new blocks", "trainable", "head lr",
                 "block lr (top..bottom)"):
-        table.add_column(col, justify="right" if col == "trainable" else "left")
+        # Folded, never cut with an ellipsis: a learning rate must stay whole in a narrow pipe.
+        table.add_column(col, justify="right" if col == "trainable" else "left",
+                         overflow="fold", no_wrap=col in ("trainable", "head lr"))
     for s in plan:
         start = "?" if s["start_epoch"] is None else str(s["start_epoch"])
         end = "end" if s["end_epoch"] is None else str(s["end_epoch"] - 1)
