@@ -1,0 +1,148 @@
+"""Every snippet in README.md and docs/ runs, as a reader would paste it.
+
+The ```python blocks of one page run in order in one fresh namespace (a later block may use what
+an earlier one defined), with the working directory a temporary folder. A block whose first line
+is ``# Not run by the tests: <reason>`` is skipped: the reader sees why. Every line of a ```bash
+block that starts with ``keras-tlft`` runs in a subprocess and must exit 0 (a bash block marked
+the same way is skipped). Both run offline: a proxy that refuses every connection is set, so a
+snippet that would download something fails here instead of on a reader's firewalled machine.
+A failure names the page and the line of the block in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_RUN = "# Not run by the tests:"
+FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
+# Pages whose snippets take more than 20 s (measured): CI runs them with `-m heavy`.
+HEAVY_PYTHON = {"docs/backbones.md", "docs/lr-finder.md", "docs/drift.md",
+                "docs/batchnorm.md", "docs/saving.md", "docs/early-stopping.md"}
+HEAVY_CLI = {"docs/cli.md", "docs/lr-finder.md", "docs/backbones.md", "docs/plugins.md"}
+# Any download attempt fails at once: the snippets must run offline.
+OFFLINE = {name: "http://127.0.0.1:9" for name in
+           ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def fenced_blocks(path: Path) -> list[tuple[str, int, str]]:
+    """``(language, line of the block's first code line, code)`` for each fenced block."""
+    blocks, lines = [], path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        indent, language, start = opening.group(1), opening.group(2), i + 1
+        i += 1
+        while i < len(lines) and lines[i].strip() != "```":
+            i += 1
+        code = "\n".join(line[len(indent):] if line.startswith(indent) else line
+                         for line in lines[start:i])
+        blocks.append((language, start + 1, code))
+        i += 1
+    return blocks
+
+
+def runnable(path: Path, language: str) -> list[tuple[int, str]]:
+    return [(line, code) for lang, line, code in fenced_blocks(path)
+            if lang == language and not code.lstrip().startswith(NOT_RUN)]
+
+
+def cli_commands(path: Path) -> list[tuple[int, str]]:
+    """Each ``keras-tlft ...`` line of the page's runnable bash blocks, continuations joined."""
+    commands = []
+    for first, code in runnable(path, "bash"):
+        lines, i = code.splitlines(), 0
+        while i < len(lines):
+            line_no, command = first + i, lines[i]
+            while command.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                command = command[:-1] + " " + lines[i].strip()
+            if command.strip().startswith("keras-tlft"):
+                commands.append((line_no, command.strip()))
+            i += 1
+    return commands
+
+
+def page_params(has_snippets, heavy: set[str]):
+    params = []
+    for path in pages():
+        if not has_snippets(path):
+            continue
+        name = path.relative_to(ROOT).as_posix()
+        marks = [pytest.mark.heavy] if name in heavy else []
+        params.append(pytest.param(path, id=name, marks=marks))
+    return params
+
+
+@pytest.fixture
+def offline_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
+
+
+def place_fashion_mnist():
+    """Debian's Fashion-MNIST in Keras's cache folder (benchmark 1's logic)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from transfer_fashion_mnist import place_fashion_mnist as place
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    place()
+
+
+@pytest.mark.parametrize("path", page_params(lambda p: runnable(p, "python"), HEAVY_PYTHON))
+def test_python_snippets_of_the_page_run_in_order(path, offline_tmp):
+    blocks = runnable(path, "python")
+    if any("fashion_mnist" in code for _, code in blocks):
+        place_fashion_mnist()
+    namespace = {"__name__": "__main__"}
+    name = path.relative_to(ROOT).as_posix()
+    for line, code in blocks:
+        # Blank lines first, so that a traceback's line numbers are the page's own.
+        compiled = compile("\n" * (line - 1) + code, str(path), "exec")
+        try:
+            exec(compiled, namespace)
+        except Exception as error:
+            raise AssertionError(f"{name}, the python block at line {line} failed: "
+                                 f"{type(error).__name__}: {error}") from error
+
+
+@pytest.mark.parametrize("path", page_params(cli_commands, HEAVY_CLI))
+def test_cli_snippets_of_the_page_exit_0(path, offline_tmp):
+    name = path.relative_to(ROOT).as_posix()
+    env = {**os.environ, **OFFLINE, "COLUMNS": "100"}
+    for line, command in cli_commands(path):
+        args = shlex.split(command, comments=True)
+        result = subprocess.run([sys.executable, "-m", "keras_tlft", *args[1:]], cwd=offline_tmp,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (
+            f"{name}, line {line}: `{command}` exited {result.returncode}:\n"
+            f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+def test_the_snippet_finder_reads_blocks_markers_and_continuations(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("text\n```python\nx = 1\n```\n\n- item\n  ```python\n  y = x\n  ```\n"
+                    "```python\n# Not run by the tests: needs a GPU\nz\n```\n"
+                    "```bash\nkeras-tlft list   # all\npip install x\nkeras-tlft inspect \\\n"
+                    "    vgg16\n```\n", encoding="utf-8")
+    assert runnable(page, "python") == [(3, "x = 1"), (8, "y = x")]
+    assert cli_commands(page) == [(15, "keras-tlft list   # all"),
+                                  (17, "keras-tlft inspect  vgg16")]
