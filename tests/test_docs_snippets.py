@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_RUN = "# Not run by the tests:"
 FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 # Pages whose snippets take more than 20 s (measured): CI runs them with `-m heavy`.
-HEAVY_PYTHON = {"docs/backbones.md", "docs/lr-finder.md", "docs/drift.md",
-                "docs/batchnorm.md", "docs/saving.md", "docs/early-stopping.md"}
-HEAVY_CLI = {"docs/cli.md", "docs/lr-finder.md", "docs/backbones.md", "docs/plugins.md"}
+HEAVY = {"README.md", "docs/backbones.md", "docs/lr-finder.md", "docs/cli.md"}
 # Any download attempt fails at once: the snippets must run offline.
 OFFLINE = {name: "http://127.0.0.1:9" for name in
            ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
@@ -56,45 +54,42 @@ def fenced_blocks(path: Path) -> list[tuple[str, int, str]]:
     return blocks
 
 
-def runnable(path: Path, language: str) -> list[tuple[int, str]]:
-    return [(line, code) for lang, line, code in fenced_blocks(path)
-            if lang == language and not code.lstrip().startswith(NOT_RUN)]
-
-
-def cli_commands(path: Path) -> list[tuple[int, str]]:
-    """Each ``keras-tlft ...`` line of the page's runnable bash blocks, continuations joined."""
-    commands = []
-    for first, code in runnable(path, "bash"):
-        lines, i = code.splitlines(), 0
-        while i < len(lines):
-            line_no, command = first + i, lines[i]
-            while command.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                command = command[:-1] + " " + lines[i].strip()
-            if command.strip().startswith("keras-tlft"):
-                commands.append((line_no, command.strip()))
+def cli_commands(first: int, code: str) -> list[tuple[int, str]]:
+    """Each ``keras-tlft ...`` line of a bash block, continuation lines joined."""
+    commands, lines, i = [], code.splitlines(), 0
+    while i < len(lines):
+        line_no, command = first + i, lines[i]
+        while command.endswith("\\") and i + 1 < len(lines):
             i += 1
+            command = command[:-1] + " " + lines[i].strip()
+        if command.strip().startswith("keras-tlft"):
+            commands.append((line_no, command.strip()))
+        i += 1
     return commands
 
 
-def page_params(has_snippets, heavy: set[str]):
+def snippets(path: Path) -> list[tuple[str, int, str]]:
+    """What the test runs on a page, in the page's order: ``("python", line, code)`` per block
+    and ``("cli", line, command)`` per ``keras-tlft`` line."""
+    steps = []
+    for language, line, code in fenced_blocks(path):
+        if code.lstrip().startswith(NOT_RUN):
+            continue
+        if language == "python":
+            steps.append(("python", line, code))
+        elif language == "bash":
+            steps.extend(("cli", n, command) for n, command in cli_commands(line, code))
+    return steps
+
+
+def page_params():
     params = []
     for path in pages():
-        if not has_snippets(path):
-            continue
-        name = path.relative_to(ROOT).as_posix()
-        marks = [pytest.mark.heavy] if name in heavy else []
-        params.append(pytest.param(path, id=name, marks=marks))
+        if snippets(path):
+            name = path.relative_to(ROOT).as_posix()
+            marks = [pytest.mark.heavy] if name in HEAVY else []
+            params.append(pytest.param(path, id=name, marks=marks))
     return params
-
-
-@pytest.fixture
-def offline_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    return tmp_path
 
 
 def place_fashion_mnist():
@@ -107,34 +102,41 @@ def place_fashion_mnist():
     place()
 
 
-@pytest.mark.parametrize("path", page_params(lambda p: runnable(p, "python"), HEAVY_PYTHON))
-def test_python_snippets_of_the_page_run_in_order(path, offline_tmp):
-    blocks = runnable(path, "python")
-    if any("fashion_mnist" in code for _, code in blocks):
-        place_fashion_mnist()
-    namespace = {"__name__": "__main__"}
-    name = path.relative_to(ROOT).as_posix()
-    for line, code in blocks:
-        # Blank lines first, so that a traceback's line numbers are the page's own.
-        compiled = compile("\n" * (line - 1) + code, str(path), "exec")
-        try:
-            exec(compiled, namespace)
-        except Exception as error:
-            raise AssertionError(f"{name}, the python block at line {line} failed: "
-                                 f"{type(error).__name__}: {error}") from error
+def run_python(name: str, path: Path, line: int, code: str, namespace: dict) -> None:
+    # Blank lines first, so that a traceback's line numbers are the page's own.
+    compiled = compile("\n" * (line - 1) + code, str(path), "exec")
+    try:
+        exec(compiled, namespace)
+    except Exception as error:
+        raise AssertionError(f"{name}, the python block at line {line} failed: "
+                             f"{type(error).__name__}: {error}") from error
 
 
-@pytest.mark.parametrize("path", page_params(cli_commands, HEAVY_CLI))
-def test_cli_snippets_of_the_page_exit_0(path, offline_tmp):
-    name = path.relative_to(ROOT).as_posix()
+def run_cli(name: str, line: int, command: str, cwd: Path) -> None:
     env = {**os.environ, **OFFLINE, "COLUMNS": "100"}
-    for line, command in cli_commands(path):
-        args = shlex.split(command, comments=True)
-        result = subprocess.run([sys.executable, "-m", "keras_tlft", *args[1:]], cwd=offline_tmp,
-                                env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, (
-            f"{name}, line {line}: `{command}` exited {result.returncode}:\n"
-            f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    args = shlex.split(command, comments=True)
+    result = subprocess.run([sys.executable, "-m", "keras_tlft", *args[1:]], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (
+        f"{name}, line {line}: `{command}` exited {result.returncode}:\n"
+        f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+@pytest.mark.parametrize("path", page_params())
+def test_every_snippet_of_the_page_runs(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for variable, value in OFFLINE.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    steps = snippets(path)
+    if any("fashion_mnist" in code for _, _, code in steps):
+        place_fashion_mnist()
+    name, namespace = path.relative_to(ROOT).as_posix(), {"__name__": "__main__"}
+    for kind, line, code in steps:
+        if kind == "python":
+            run_python(name, path, line, code, namespace)
+        else:
+            run_cli(name, line, code, tmp_path)
 
 
 def test_the_snippet_finder_reads_blocks_markers_and_continuations(tmp_path):
@@ -143,6 +145,6 @@ def test_the_snippet_finder_reads_blocks_markers_and_continuations(tmp_path):
                     "```python\n# Not run by the tests: needs a GPU\nz\n```\n"
                     "```bash\nkeras-tlft list   # all\npip install x\nkeras-tlft inspect \\\n"
                     "    vgg16\n```\n", encoding="utf-8")
-    assert runnable(page, "python") == [(3, "x = 1"), (8, "y = x")]
-    assert cli_commands(page) == [(15, "keras-tlft list   # all"),
-                                  (17, "keras-tlft inspect  vgg16")]
+    assert snippets(page) == [("python", 3, "x = 1"), ("python", 8, "y = x"),
+                              ("cli", 15, "keras-tlft list   # all"),
+                              ("cli", 17, "keras-tlft inspect  vgg16")]
