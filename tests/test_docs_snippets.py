@@ -23,8 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOT_RUN = "# Not run by the tests:"
 FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
-# Pages whose snippets take more than 20 s (measured): CI runs them with `-m heavy`.
-HEAVY = {"README.md", "docs/backbones.md", "docs/lr-finder.md", "docs/cli.md"}
+# Pages whose snippets take more than 20 s (measured at load average 10 on 2 cores, where every
+# page took more than 15 s; these 40 s to 5 min): CI runs them with `-m heavy`.
+HEAVY = {"README.md", "docs/backbones.md", "docs/cli.md", "docs/early-stopping.md",
+         "docs/index.md", "docs/lr-finder.md"}
 # Any download attempt fails at once: the snippets must run offline.
 OFFLINE = {name: "http://127.0.0.1:9" for name in
            ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
@@ -103,10 +105,9 @@ def place_fashion_mnist():
 
 
 def run_python(name: str, path: Path, line: int, code: str, namespace: dict) -> None:
-    # Blank lines first, so that a traceback's line numbers are the page's own.
-    compiled = compile("\n" * (line - 1) + code, str(path), "exec")
     try:
-        exec(compiled, namespace)
+        # Blank lines first, so that a traceback's line numbers are the page's own.
+        exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
     except Exception as error:
         raise AssertionError(f"{name}, the python block at line {line} failed: "
                              f"{type(error).__name__}: {error}") from error
