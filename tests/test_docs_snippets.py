@@ -149,3 +149,16 @@ def test_the_snippet_finder_reads_blocks_markers_and_continuations(tmp_path):
     assert snippets(page) == [("python", 3, "x = 1"), ("python", 8, "y = x"),
                               ("cli", 15, "keras-tlft list   # all"),
                               ("cli", 17, "keras-tlft inspect  vgg16")]
+
+
+def test_a_failing_snippet_names_its_page_and_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nx = 1\ny = undefined_name\n```\n", encoding="utf-8")
+    [(kind, line, code)] = snippets(page)
+    with pytest.raises(AssertionError, match=r"page.md, the python block at line 4 failed: "
+                                             r"NameError") as info:
+        run_python("page.md", page, line, code, {})
+    # The traceback points at the page's own line 5.
+    assert info.value.__cause__.__traceback__.tb_next.tb_lineno == 5
+    with pytest.raises(AssertionError, match=r"page.md, line 9: `keras-tlft nosuch` exited 2"):
+        run_cli("page.md", 9, "keras-tlft nosuch", tmp_path)
