@@ -60,6 +60,14 @@ RECIPES = ("scratch", "linear_probe", "two_phase", "full", *PRESETS)
 
 def load_fashion_mnist():
     """Keras's own loader, fed from Debian's files placed in Keras's cache folder."""
+    place_fashion_mnist()
+    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    return (x_train[..., None], y_train), (x_test[..., None], y_test)
+
+
+def place_fashion_mnist():
+    """Debian's Fashion-MNIST files copied into Keras's cache folder where missing, so that
+    ``keras.datasets.fashion_mnist.load_data()`` reads them offline (the docs' snippets too)."""
     cache = Path(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))) / "datasets"
     target = cache / "fashion-mnist"
     target.mkdir(parents=True, exist_ok=True)
@@ -71,8 +79,6 @@ def load_fashion_mnist():
                     "`apt-get install -y dataset-fashion-mnist` (or let Keras download it online)."
                 )
             shutil.copy(DEBIAN_DIR / name, target / name)
-    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    return (x_train[..., None], y_train), (x_test[..., None], y_test)
 
 
 def build_cnn(input_shape, weights, include_top):

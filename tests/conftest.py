@@ -21,7 +21,7 @@ def _fresh_keras_session():
 
 # The end-to-end modules: the CLI in subprocesses, plugin projects installed and checked, and
 # every registered architecture built. `pytest -q -m "not slow and not heavy and not e2e"` is
-# the fast tier for daily work (README, "Tests"); the default run includes them.
+# the fast tier for daily work (CONTRIBUTING.md, "Tests"); the default run includes them.
 E2E_MODULES = {
     "test_applications_plugin.py", "test_bench.py", "test_cli.py", "test_cli_input.py",
     "test_cli_lr_find.py", "test_efficientnet_lite_plugin.py", "test_example_plugin.py",
