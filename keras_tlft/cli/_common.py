@@ -85,3 +85,35 @@ def _learning_rate(text: str) -> float:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+# --- sizes, refused before anything is built ---------------------------------------------------
+
+# More steps than this is a typo: a median step time is stable after a few dozen, and a range
+# test of 100,000 steps already takes hours.
+MAX_STEPS = 100_000
+
+
+def check_steps(option: str, steps) -> None:
+    """Refuse a step count above :data:`MAX_STEPS`."""
+    if steps is not None and steps > MAX_STEPS:
+        raise UsageError(f"{option} must be at most {MAX_STEPS:,}: more steps measure nothing "
+                         f"new and take hours. Received: {option}={steps}")
+
+
+def check_batch_memory(option: str, batch_size: int, shape, count: int = 1) -> None:
+    """Refuse a batch whose images alone, as float32 (``count`` such batches), need more than
+    half the memory available: the model's activations need several times more, so such a run
+    could only die of memory after seconds of building."""
+    from keras_tlft.feature_store import available_memory
+
+    pixels = 1
+    for d in shape:
+        pixels *= int(d)
+    needed = 4 * pixels * batch_size * count
+    available = available_memory()
+    if needed > available // 2:
+        raise UsageError(
+            f"{batch_size:,} images of {_shape(shape)} need {needed / 2**30:,.1f} GiB as float32, "
+            f"more than half the {available / 2**30:,.1f} GiB of memory available (before any "
+            f"activation): lower {option}. Received: {option}={batch_size}")
