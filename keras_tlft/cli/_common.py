@@ -101,19 +101,27 @@ def check_steps(option: str, steps) -> None:
                          f"new and take hours. Received: {option}={steps}")
 
 
-def check_batch_memory(option: str, batch_size: int, shape, count: int = 1) -> None:
-    """Refuse a batch whose images alone, as float32 (``count`` such batches), need more than
-    half the memory available: the model's activations need several times more, so such a run
-    could only die of memory after seconds of building."""
+# Training keeps every activation for the backward pass, and a backbone's activations are many
+# times its input (MobileNetV2's first convolution alone outputs 32 channels at half the
+# resolution: 2.7 times the input). 16 input-sized buffers per image is a floor, not an estimate.
+ACTIVATION_FACTOR = 16
+
+
+def check_batch_memory(option: str, batch_size: int, shape, data_batches: int = 0,
+                       received: str | None = None) -> None:
+    """Refuse a batch that cannot fit: the images as float32 times :data:`ACTIVATION_FACTOR`
+    (plus ``data_batches`` batches of data the verb makes itself) above the memory available.
+    Such a run would only die of memory after seconds of building."""
     from keras_tlft.feature_store import available_memory
 
     pixels = 1
     for d in shape:
         pixels *= int(d)
-    needed = 4 * pixels * batch_size * count
+    needed = 4 * pixels * batch_size * (ACTIVATION_FACTOR + data_batches)
     available = available_memory()
-    if needed > available // 2:
+    if needed > available:
         raise UsageError(
-            f"{batch_size:,} images of {_shape(shape)} need {needed / 2**30:,.1f} GiB as float32, "
-            f"more than half the {available / 2**30:,.1f} GiB of memory available (before any "
-            f"activation): lower {option}. Received: {option}={batch_size}")
+            f"A batch of {batch_size:,} images of {_shape(shape)} needs at least "
+            f"{needed / 2**30:,.1f} GiB (the images as float32, times {ACTIVATION_FACTOR} for the "
+            f"activations), more than the {available / 2**30:,.1f} GiB of memory available: "
+            f"lower {option}. Received: {received or f'{option}={batch_size}'}")

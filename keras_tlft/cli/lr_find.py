@@ -93,8 +93,8 @@ def cmd_lr_find(args, out: Console) -> int:
     if x is not None:
         shape = parse_input_shape(tuple(x.shape[1:]), "x.shape[1:]")
     shape = shape or tuple(spec.default_input_shape)
-    # Synthetic data is 8 batches, drawn as float64 then cast: 3 float32 copies' worth.
-    check_batch_memory("--batch-size", args.batch_size, shape, 1 if x is not None else 24)
+    # Synthetic data is 8 batches, drawn as float64 then cast: 24 float32 batches' worth.
+    check_batch_memory("--batch-size", args.batch_size, shape, 0 if x is not None else 24)
 
     _quiet_tensorflow()
     import keras
