@@ -256,6 +256,14 @@ def test_a_fifo_named_without_json_is_not_taken_for_a_preset(tmp_path, monkeypat
         tlft.parse_schedule("plan")
 
 
+def test_a_directory_given_as_a_model_file_is_named_for_what_it_is(tmp_path):
+    folder = tmp_path / "backbone.keras"
+    folder.mkdir()
+    rc, err, heavy = cli("inspect", str(folder))
+    assert rc == 2 and f"Model file '{folder}' is a directory" in err, err
+    assert heavy == "[]"
+
+
 # --- 14: head factories -----------------------------------------------------------------------
 
 
