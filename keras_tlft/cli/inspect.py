@@ -74,7 +74,8 @@ def cmd_inspect(args, out: Console) -> int:
         # is at fault, not keras-tlft.
         if shape is None or is_bad_input(exc):
             raise
-        raise UsageError(f"{spec.key} cannot be built at input shape {_shape(shape)}: {exc} "
+        why = str(exc).strip().rstrip(".")
+        raise UsageError(f"{spec.key} cannot be built at input shape {_shape(shape)}: {why}. "
                          f"Pass another --input-shape (its default is "
                          f"{_shape(spec.default_input_shape)}). "
                          f"Received: --input-shape={args.input_shape}") from exc
