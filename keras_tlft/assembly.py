@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import zipfile
 from collections.abc import Sequence
 
 from keras_tlft.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
+from keras_tlft.checks import check_regular_file, received
 from keras_tlft.heads import build_head, resolve_head
 from keras_tlft.preset_backbones import (
     WeightsDownloadError,
@@ -22,10 +25,13 @@ from keras_tlft.spec import BACKBONE_LAYER, HEAD_LAYER, SPEC_ATTRIBUTE, Backbone
 __all__ = [
     "BACKBONE_LAYER",
     "HEAD_LAYER",
+    "MAX_CHANNELS",
+    "MAX_SIDE",
     "SPEC_ATTRIBUTE",
     "WeightsDownloadError",
     "backbone_input_shape",
     "build_model",
+    "check_weights",
     "default_augmentation",
     "is_download_failure",
     "is_weights_file",
@@ -33,6 +39,12 @@ __all__ = [
     "parse_input_shape",
     "preset_download_error",
 ]
+
+
+# The largest input build_model accepts: beyond these a model does not fit in any memory, and
+# such a number is a typo (refused before anything is built, not after seconds of building).
+MAX_SIDE = 16_384
+MAX_CHANNELS = 1_024
 
 
 def parse_input_shape(shape, name: str = "input_shape") -> tuple[int, int, int]:
@@ -54,6 +66,12 @@ def parse_input_shape(shape, name: str = "input_shape") -> tuple[int, int, int]:
             f"Invalid {name}: expected (height, width, channels) as positive integers, "
             f"e.g. (224, 224, 3) or '224,224,3'. Received: {name}={shape!r}"
         )
+    if max(shape[:2]) > MAX_SIDE or shape[2] > MAX_CHANNELS:
+        raise ValueError(
+            f"Invalid {name}: expected at most {MAX_SIDE:,} pixels a side and {MAX_CHANNELS:,} "
+            f"channels (one {MAX_SIDE:,}x{MAX_SIDE:,}x3 image is 3 GiB as float32, before any "
+            f"activation); tile or resize the images. Received: {name}={shape!r}"
+        )
     return tuple(shape)
 
 
@@ -65,18 +83,66 @@ def load_backbone(spec: BackboneSpec, input_shape, weights="imagenet", include_t
     """
     if weights == "default":
         weights = spec.weights[0] if spec.weights else None
-    is_file = is_weights_file(weights)
-    if weights is not None and not is_file and weights not in spec.weights:
-        raise ValueError(
-            f"{spec.key} cannot load weights {weights!r}: expected None, a weights file, or one "
-            f"of {list(spec.weights)}. Received: weights={weights!r}"
-        )
+    is_file = check_weights(spec, weights)
     try:
         return spec.build(input_shape=input_shape, weights=weights, include_top=include_top)
     except Exception as exc:
         if weights is not None and not is_file and looks_like_download_failure(exc):
             raise application_download_error(spec.key, weights, exc) from exc
+        if is_file and isinstance(exc, (OSError, ValueError, KeyError, zipfile.BadZipFile)):
+            raise ValueError(
+                f"{spec.key} could not load the weights file {weights!r}: "
+                f"{type(exc).__name__}: {exc}. Expected weights saved from the same "
+                f"architecture (model.save_weights). Received: weights={weights!r}"
+            ) from exc
         raise
+
+
+# The files Keras's load_weights reads, and how each begins (a zip archive, an HDF5 file).
+WEIGHTS_SUFFIXES = (".keras", ".weights.h5", ".weights.json", ".h5", ".hdf5")
+
+
+def check_weights(spec: BackboneSpec, weights) -> bool:
+    """Raise ``ValueError`` unless ``spec`` can load ``weights`` (``None``, one of the spec's
+    weight names, or a readable weights file); returns whether ``weights`` is a file.
+
+    A file is checked before anything is built: it must exist, be a file of a kind Keras
+    loads weights from, and begin as one (a ``.keras`` zip archive, an HDF5 ``.h5``).
+    """
+    if weights is None or (isinstance(weights, str) and weights in spec.weights):
+        return False
+    looks_like_path = isinstance(weights, str) and (
+        weights.endswith(WEIGHTS_SUFFIXES) or os.sep in weights)
+    if not is_weights_file(weights) and not looks_like_path:
+        raise ValueError(
+            f"{spec.key} cannot load weights {weights!r}: expected None, a weights file, or one "
+            f"of {list(spec.weights)}. Received: weights={weights!r}"
+        )
+    if os.path.isdir(weights):
+        return True  # an Orbax checkpoint directory: Keras reads it, and names it if it fails
+    check_regular_file("weights", weights, "Weights file")
+    if not weights.endswith(WEIGHTS_SUFFIXES):
+        raise ValueError(
+            f"Weights file {weights!r} is not a kind Keras loads weights from: expected a file "
+            f"ending in {', '.join(WEIGHTS_SUFFIXES)}. Received: weights={weights!r}"
+        )
+    if not _begins_as_weights(weights):
+        kind = "a zip archive (.keras)" if weights.endswith(".keras") else (
+            "JSON" if weights.endswith(".json") else "an HDF5 file")
+        raise ValueError(
+            f"Weights file {weights!r} is not {kind}: it is damaged or not a weights file. "
+            f"Expected the file model.save_weights wrote. Received: weights={weights!r}"
+        )
+    return True
+
+
+def _begins_as_weights(path: str) -> bool:
+    if path.endswith(".keras"):
+        return zipfile.is_zipfile(path)
+    if path.endswith(".json"):
+        return True  # sharded weights: Keras checks the JSON and the shards it names
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def backbone_input_shape(spec: BackboneSpec, input_shape, resize=None) -> tuple[int, int, int]:
@@ -157,10 +223,14 @@ def build_model(
     import keras
 
     bn = bn_policy(bn)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string (the model's name) or None. "
+                        f"{received('name', name)}")
     spec = get_backbone(backbone)
     head_layers = resolve_head(head, num_classes)
     shape = parse_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
     inner_shape = backbone_input_shape(spec, shape, resize)
+    aug = _augmentation_layers(augmentation)  # checked before the (slow) backbone is built
     base = load_backbone(spec, inner_shape, weights)
     base = keras.Model(base.input, base.output, name=BACKBONE_LAYER)
     base.trainable = False
@@ -169,7 +239,6 @@ def build_model(
 
     inputs = keras.Input(shape, name="image")
     x = inputs
-    aug = _augmentation_layers(augmentation)
     if aug:
         x = keras.Sequential(aug, name="augmentation")(x)
     if inner_shape[:2] != shape[:2]:
@@ -204,9 +273,16 @@ def _augmentation_layers(augmentation) -> list:
                 f"Received: augmentation={augmentation!r}"
             )
         return default_augmentation()
-    if isinstance(augmentation, Sequence):
-        return list(augmentation)
-    return [augmentation]
+    layers = list(augmentation) if isinstance(augmentation, Sequence) else [augmentation]
+    import keras
+
+    if not all(isinstance(layer, keras.layers.Layer) for layer in layers):
+        raise TypeError(
+            "augmentation must be None, 'default' or a list of Keras layers, e.g. "
+            "[keras.layers.RandomFlip('horizontal')]. "
+            f"{received('augmentation', augmentation)}"
+        )
+    return layers
 
 
 def _identifier(name: str) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ['Batches', 'CachedBatches', 'CachedData', 'batches_of', 'split_validation', 'unpack']
+__all__ = ['Batches', 'CachedBatches', 'CachedData', 'batches_of', 'check_arrays',
+           'split_validation', 'unpack']
 
 
 @dataclass
@@ -51,6 +52,39 @@ def batches_of(x, y, sample_weight, batch_size, name) -> Batches:
             yield slice_rows((x, y, sample_weight), slice(start, start + size))
 
     return Batches(iterate, math.ceil(rows / size), rows, size)
+
+
+def check_arrays(model, x, y, sample_weight=None, name="x") -> None:
+    """Raise ``ValueError`` when arrays cannot be the model's data: ``y`` (or
+    ``sample_weight``) of another length than ``x``, or samples of another shape than the
+    model's single input takes. Datasets and anything without a shape are left to Keras."""
+    leaves = [a for a in keras.tree.flatten(x) if a is not None]
+    if not leaves or not all(hasattr(a, "shape") for a in leaves):
+        return
+    rows = int(leaves[0].shape[0])
+    for what, value in (("y", y), ("sample_weight", sample_weight)):
+        for part in [] if value is None else keras.tree.flatten(value):
+            length = int(np.shape(part)[0]) if np.ndim(part) else None
+            if length != rows:
+                raise ValueError(
+                    f"{name} and {what} must hold the same number of samples: {rows} in {name}, "
+                    f"{length} in {what}. Received: {name}.shape={tuple(leaves[0].shape)}, "
+                    f"{what}.shape={np.shape(part)}"
+                )
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a subclassed or unbuilt model: Keras checks it
+        return
+    if len(leaves) != 1 or not inputs or len(inputs) != 1:
+        return
+    expected, got = tuple(inputs[0].shape[1:]), tuple(leaves[0].shape[1:])
+    if len(expected) != len(got) or any(e not in (None, g) for e, g in zip(expected, got)):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise ValueError(
+            f"The samples of {name} have the shape {got}, but the model takes {shown}: resize "
+            f"the images, or build the model with input_shape={got}. "
+            f"Received: {name}.shape={tuple(leaves[0].shape)}"
+        )
 
 
 def dataset_batches(data, batch_size, name) -> Batches:

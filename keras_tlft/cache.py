@@ -22,7 +22,14 @@ import keras
 import numpy as np
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.batching import CachedBatches, CachedData, batches_of, split_validation, unpack
+from keras_tlft.batching import (
+    CachedBatches,
+    CachedData,
+    batches_of,
+    check_arrays,
+    split_validation,
+    unpack,
+)
 from keras_tlft.batchnorm import set_backbone_inference
 from keras_tlft.discovery import find_backbone
 from keras_tlft.feature_store import (
@@ -149,6 +156,9 @@ def fit_frozen(
         set_backbone_inference([container] if container is not None else layers, bn)
     extractor, head = split_at_backbone(model, backbone)
     check_extractor(extractor)
+    check_arrays(model, x, y, sample_weight, "x")
+    if isinstance(validation_data, (tuple, list)):
+        check_arrays(model, *unpack(validation_data), "validation_data")
     if validation_split:
         (x, y, sample_weight), validation_data = split_validation(
             (x, y, sample_weight), validation_split, validation_data

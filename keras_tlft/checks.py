@@ -7,9 +7,11 @@ Plain data: imports neither Keras nor pluggy.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from typing import Any
 
-__all__ = ["check_choice", "check_number", "received"]
+__all__ = ["check_choice", "check_number", "check_regular_file", "received"]
 
 
 def received(name: str, value: Any) -> str:
@@ -40,3 +42,32 @@ def check_choice(name: str, value, choices: tuple) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"Invalid {name}: expected one of {choices}. {received(name, value)}")
+
+
+def check_regular_file(name: str, path, what: str = "File") -> None:
+    """Raise ``ValueError`` unless ``path`` is an existing regular file (or a link to one).
+
+    The message says what the path is instead: missing, a directory, or not a regular file
+    (a FIFO, a socket, a device). Only ``stat`` is called, so a FIFO is never opened (opening
+    one for reading blocks until something writes to it).
+    """
+    text = os.fspath(path)
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        problem = "does not exist"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    else:
+        if stat.S_ISREG(mode):
+            return
+        problem = "is a directory" if stat.S_ISDIR(mode) else (
+            f"is not a regular file (it is a {_file_kind(mode)})")
+    raise ValueError(f"{what} {text!r} {problem}: expected the path of a regular file. "
+                     f"{received(name, text)}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"))
+    return next((kind for test, kind in kinds if test(mode)), "special file")

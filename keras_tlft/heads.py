@@ -11,7 +11,10 @@ The factories below return such specs, so every head is built by one code path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from keras_tlft.checks import check_number, received
 
 TOKENS = ("gap", "gmp", "flatten", "bn", "dropout:RATE", "dense:UNITS[:ACTIVATION]")
 ACTIVATIONS = (
@@ -19,6 +22,10 @@ ACTIVATIONS = (
     "sigmoid", "hard_sigmoid", "hard_silu", "softmax", "log_softmax", "softplus", "softsign",
     "tanh", "exponential",
 )
+# The most units a Dense layer of a head may have, num_classes included: a million units behind
+# 1,024 features are 4 GiB of float32 weights. No classifier needs more; a bigger number is a
+# typo, refused before anything is built (ImageNet-21k has 21,841 classes).
+MAX_UNITS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ def parse_head_spec(spec: str) -> list[HeadLayer]:
         elif kind == "dense" and len(args) in (1, 2):
             if not args[0].isdigit() or int(args[0]) < 1:
                 raise _bad(token, spec, "the number of units must be a positive integer")
+            if int(args[0]) > MAX_UNITS:
+                raise _bad(token, spec, f"the number of units must be at most {MAX_UNITS:,}")
             activation = args[1] if len(args) == 2 else None
             if activation is not None and activation not in ACTIVATIONS:
                 raise _bad(token, spec, f"unknown activation; use one of {', '.join(ACTIVATIONS)}")
@@ -89,25 +98,67 @@ def output_activation(num_classes: int) -> str:
 
 def gap(num_classes: int, dropout: float = 0.0, activation: str | None = None) -> str:
     """Global average pooling, optional dropout, then the classifier (the Keras guide's head)."""
+    _check_classes(num_classes)
+    _check_dropout(dropout)
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"Invalid activation: expected None or one of {', '.join(ACTIVATIONS)}. "
+                         f"{received('activation', activation)}")
     drop = f"dropout:{dropout:g}," if dropout else ""
     return f"gap,{drop}dense:{num_classes}:{activation or output_activation(num_classes)}"
 
 
 def vgg(num_classes: int, units: int = 4096) -> str:
     """Flatten + Dense(4096, relu) x2 + Dense(classes, softmax): VGG's own classifier."""
+    _check_classes(num_classes)
+    _check_units("units", units)
     return f"flatten,dense:{units}:relu,dense:{units}:relu,dense:{num_classes}:softmax"
 
 
 def mlp_bn(num_classes: int, units=(256, 128, 64), dropout: float = 0.5) -> str:
     """Flatten + [BatchNorm, Dense(relu), Dropout] per width + Dense(classes, softmax)."""
+    _check_mlp(num_classes, units, dropout)
     hidden = "".join(f"bn,dense:{u}:relu,dropout:{dropout:g}," for u in units)
     return f"flatten,{hidden}dense:{num_classes}:softmax"
 
 
 def mlp(num_classes: int, units=(256, 128), dropout: float = 0.5) -> str:
     """Flatten + [Dense(relu), Dropout] per width + Dense(classes, softmax)."""
+    _check_mlp(num_classes, units, dropout)
     hidden = "".join(f"dense:{u}:relu,dropout:{dropout:g}," for u in units)
     return f"flatten,{hidden}dense:{num_classes}:softmax"
+
+
+def _check_units(name: str, value) -> None:
+    """A Dense layer's width: an integer from 1 to :data:`MAX_UNITS`."""
+    check_number(name, value, low=1, allow_low=True, integer=True)
+    if value > MAX_UNITS:
+        raise ValueError(f"Invalid {name}: expected at most {MAX_UNITS:,} units (a Dense layer "
+                         f"that wide is a typo, not a classifier). {received(name, value)}")
+
+
+def _check_classes(num_classes) -> None:
+    _check_units("num_classes", num_classes)
+
+
+def _check_dropout(dropout) -> None:
+    check_number("dropout", dropout, allow_low=True)
+    if dropout >= 1:
+        raise ValueError(f"Invalid dropout: expected a rate in [0, 1). "
+                         f"{received('dropout', dropout)}")
+
+
+def _check_mlp(num_classes, units, dropout) -> None:
+    _check_classes(num_classes)
+    _check_dropout(dropout)
+    if isinstance(units, (str, bytes)) or not isinstance(units, Sequence):
+        raise TypeError(f"Invalid units: expected a sequence of hidden widths, e.g. (256, 128). "
+                        f"{received('units', units)}")
+    for width in units:
+        try:
+            _check_units("units", width)
+        except ValueError:
+            raise ValueError(f"Invalid units: expected positive integer widths up to "
+                             f"{MAX_UNITS:,}. {received('units', units)}") from None
 
 
 PRESETS = {"gap": gap, "vgg": vgg, "mlp_bn": mlp_bn, "mlp": mlp}
@@ -127,11 +178,8 @@ def resolve_head(head: str | None, num_classes: int | None) -> list[HeadLayer]:
     A preset needs ``num_classes``. A spec that does not end with a Dense layer gets the
     classifier ``dense:num_classes`` appended; one that does must agree with ``num_classes``.
     """
-    valid = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
-    if num_classes is not None and not valid:
-        raise ValueError(
-            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
-        )
+    if num_classes is not None:
+        _check_classes(num_classes)
     if head is None:
         head = "gap"
     presets = registered_presets()

@@ -16,6 +16,7 @@ import functools
 import os
 import zipfile
 
+from keras_tlft.checks import check_regular_file
 from keras_tlft.spec import BackboneSpec
 
 SOURCE = "local"
@@ -97,6 +98,8 @@ def load_local_model(path: str):
 
 def check_model_file(path: str) -> None:
     """Raise ``ValueError`` unless ``path`` is an existing ``.keras`` archive."""
+    if os.path.exists(path):  # a directory or a FIFO is named for what it is
+        check_regular_file("name", path, "Model file")
     if not os.path.isfile(path):
         raise ValueError(
             f"No Keras model file at {path!r}: expected the path of a model saved with "

@@ -89,6 +89,10 @@ def lr_find(
     ```
     """
     _check_arguments(model, start_lr, end_lr, steps, beta, diverge, batch_size)
+    if y is not None:
+        from keras_tlft.batching import check_arrays
+
+        check_arrays(model, x, y)
     plans = _plans(model, schedule, stages, backbone, blocks)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / max(steps - 1, 1))
     batches = _batch_stream(x, y, batch_size, seed)

@@ -154,17 +154,41 @@ python -m pytest
 '''
 
 
+def _check_name_is_free(name: str) -> None:
+    """Refuse a plugin name that keras-tlft would refuse to load: its own, or one that an
+    installed distribution's entry point already holds (the first one loaded keeps a name)."""
+    from keras_tlft.plugins import DEFAULT_PLUGIN, _dist_name, _entry_points
+
+    if name == DEFAULT_PLUGIN:
+        raise ValueError(
+            f"The plugin name {name!r} is keras-tlft's own (its heads and schedule presets): "
+            f"keras-tlft would refuse to load a plugin of that name. Pick another name. "
+            f"Received: name={name!r}"
+        )
+    for ep in _entry_points():
+        if ep.name == name:
+            dist = _dist_name(ep) or "unknown"
+            raise ValueError(
+                f"The plugin name {name!r} is taken by the installed distribution {dist!r}: "
+                f"keras-tlft loads the first plugin of a name and refuses the others. Pick "
+                f"another name (run `keras-tlft plugins` for the names in use). "
+                f"Received: name={name!r}"
+            )
+
+
 def write_plugin_project(name: str, directory: str | os.PathLike) -> list[Path]:
     """Write the plugin project ``name`` into ``directory`` (which must not exist).
 
-    Returns the paths written. Raises ``ValueError`` for a name that is not a lowercase Python
-    identifier, or a directory that exists.
+    Returns the paths written. Raises ``ValueError``, before writing anything, for a name that
+    is not a lowercase Python identifier, a name the host would refuse to load (keras-tlft's
+    own, or one an installed plugin holds), or a directory that exists.
     """
     if not isinstance(name, str) or not PLUGIN_NAME_PATTERN.fullmatch(name):
         raise ValueError(
             "A plugin name must be lowercase letters, digits and '_', starting with a letter "
             f"(it names the entry point and the package). Received: name={name!r}"
         )
+    _check_name_is_free(name)
     root = Path(directory)
     if root.exists():
         raise ValueError(

@@ -132,9 +132,16 @@ def make_plugin_manager() -> LoadedPlugins:
 
     pm.register(default_plugins, name=DEFAULT_PLUGIN)
     dists[DEFAULT_PLUGIN] = FIRST_PARTY_DISTRIBUTION
-    for name in disabled_plugins() - {DEFAULT_PLUGIN}:
-        pm.set_blocked(name)
-    order = sorted(_entry_points(), key=lambda e: (not is_first_party(_dist_name(e)), e.name))
+    entry_points = list(_entry_points())
+    installed = {ep.name for ep in entry_points}
+    for name in sorted(disabled_plugins()):
+        if name in installed and name != DEFAULT_PLUGIN:
+            pm.set_blocked(name)
+        else:
+            failures.append(_not_disabled(name, installed))
+    if failures and strict():
+        raise ValueError(f"plugin {failures[0].plugin!r}: {failures[0].reason}")
+    order = sorted(entry_points, key=lambda e: (not is_first_party(_dist_name(e)), e.name))
     for ep in order:
         if pm.is_blocked(ep.name):
             continue
@@ -165,6 +172,19 @@ def make_plugin_manager() -> LoadedPlugins:
             dists[ep.name] = _dist_name(ep)
     failures.extend(check_hooks(pm))
     return LoadedPlugins(pm, failures, dists, loads)
+
+
+def _not_disabled(name: str, installed: set[str]) -> PluginFailure:
+    """Why a name in ``KERAS_TLFT_DISABLE_PLUGINS`` disabled nothing."""
+    if name == DEFAULT_PLUGIN:
+        why = ("keras-tlft's own heads and schedule presets cannot be disabled; name the "
+               "plugins of backbones to disable instead")
+    else:
+        spelled = [n for n in sorted(installed) if n.lower() == name.lower()]
+        why = (f"no installed plugin is named {name!r}"
+               + (f" (names are matched exactly: did you mean {spelled[0]!r}?)" if spelled
+                  else f"; the installed ones are {', '.join(sorted(installed)) or 'none'}"))
+    return PluginFailure(f"{name} ({DISABLE_ENV})", f"{why}. Nothing was disabled by it")
 
 
 def api_version(plugin) -> int | None:

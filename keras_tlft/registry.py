@@ -126,7 +126,7 @@ class Registry:
         for impl in pm.hook.plugin_unavailable.get_hookimpls():
             registry.collect_unavailable(impl.plugin_name, impl.function)
         registry.plugins = plugin_infos(pm, dists, loads)
-        registry.disabled = sorted(disabled_plugins())
+        registry.disabled = sorted(n for n in disabled_plugins() if pm.is_blocked(n))
         for failure in registry.failures:
             warnings.warn(f"keras-tlft plugin {failure.plugin!r}: {failure.reason}", stacklevel=2)
         for collision in registry.collisions:

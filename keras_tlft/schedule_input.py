@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keras_tlft.batchnorm import bn_policy
-from keras_tlft.checks import received
+from keras_tlft.checks import check_regular_file, received
 from keras_tlft.schedule import ALIASES, Schedule
 
 __all__ = ["parse_schedule", "read_schedule_file"]
@@ -32,11 +32,9 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
     if isinstance(schedule, Schedule):
         base = schedule
     elif isinstance(schedule, os.PathLike) or (
-            isinstance(schedule, str) and (schedule.endswith(".json") or os.path.isfile(schedule))):
+            isinstance(schedule, str) and _names_a_file(schedule)):
         text = os.fspath(schedule)
-        if not os.path.isfile(text):
-            raise ValueError(f"Schedule file {text!r} does not exist. "
-                             f"{received('schedule', text)}")
+        check_regular_file("schedule", text, "Schedule file")
         base = read_schedule_file(text)
     elif isinstance(schedule, str):
         base = parse_preset(schedule)
@@ -120,6 +118,22 @@ def _refuse_duplicate_keys(pairs) -> dict:
             raise _DuplicateKey(key)
         data[key] = value
     return data
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether a schedule string is a path: it ends in ``.json``, or something exists there
+    (a file, or a directory or FIFO given by mistake) and it is not a preset's name."""
+    if text.endswith(".json") or os.path.isfile(text):
+        return True
+    if not os.path.exists(text):
+        return False
+    from keras_tlft.presets import parse_preset
+
+    try:
+        parse_preset(text)
+    except ValueError:
+        return True
+    return False
 
 
 def _is_epoch_key(key) -> bool:

@@ -200,11 +200,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="classes, for a head preset or a head spec without a final dense layer")
     p.add_argument("--unfreeze", metavar="SPEC",
                    help="none, all, k (top k blocks) or from:INDEX|LAYER_NAME")
-    p.add_argument("--bn", choices=BN_POLICIES, default="frozen",
+    p.add_argument("--bn", choices=BN_POLICIES, default=None,
                    help="with --unfreeze: how BatchNorm layers of unfrozen blocks train: frozen "
                    "(the default: as loaded), affine (gamma and beta train, moving statistics "
                    "as loaded) or train (training mode)")
-    p.add_argument("--train-bn", action="store_const", dest="bn", const="train",
+    p.add_argument("--train-bn", action="store_true",
                    help="the old spelling of --bn train")
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
     p.add_argument("--schedule", metavar="PRESET|FILE",

@@ -85,3 +85,43 @@ def _learning_rate(text: str) -> float:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+# --- sizes, refused before anything is built ---------------------------------------------------
+
+# More steps than this is a typo: a median step time is stable after a few dozen, and a range
+# test of 100,000 steps already takes hours.
+MAX_STEPS = 100_000
+
+
+def check_steps(option: str, steps) -> None:
+    """Refuse a step count above :data:`MAX_STEPS`."""
+    if steps is not None and steps > MAX_STEPS:
+        raise UsageError(f"{option} must be at most {MAX_STEPS:,}: more steps measure nothing "
+                         f"new and take hours. Received: {option}={steps}")
+
+
+# Training keeps every activation for the backward pass, and a backbone's activations are many
+# times its input (MobileNetV2's first convolution alone outputs 32 channels at half the
+# resolution: 2.7 times the input). 16 input-sized buffers per image is a floor, not an estimate.
+ACTIVATION_FACTOR = 16
+
+
+def check_batch_memory(option: str, batch_size: int, shape, data_batches: int = 0,
+                       received: str | None = None) -> None:
+    """Refuse a batch that cannot fit: the images as float32 times :data:`ACTIVATION_FACTOR`
+    (plus ``data_batches`` batches of data the verb makes itself) above the memory available.
+    Such a run would only die of memory after seconds of building."""
+    from keras_tlft.feature_store import available_memory
+
+    pixels = 1
+    for d in shape:
+        pixels *= int(d)
+    needed = 4 * pixels * batch_size * (ACTIVATION_FACTOR + data_batches)
+    available = available_memory()
+    if needed > available:
+        raise UsageError(
+            f"A batch of {batch_size:,} images of {_shape(shape)} needs at least "
+            f"{needed / 2**30:,.1f} GiB (the images as float32, times {ACTIVATION_FACTOR} for the "
+            f"activations), more than the {available / 2**30:,.1f} GiB of memory available: "
+            f"lower {option}. Received: {received or f'{option}={batch_size}'}")

@@ -15,6 +15,8 @@ from keras_tlft.cli._common import (
     _fmt_int,
     _print_json,
     _quiet_tensorflow,
+    check_batch_memory,
+    check_steps,
     print_figures,
 )
 
@@ -35,6 +37,12 @@ def cmd_bench(args, out: Console) -> int:
     if not phases:
         raise UsageError(f"No phase to measure: expected a comma-separated list of some of "
                          f"{', '.join(PHASES)}. Received: --phases={args.phases!r}")
+    if twice := sorted({p for p in phases if phases.count(p) > 1}):
+        raise UsageError(f"--phases names {', '.join(twice)} twice: each phase is measured "
+                         f"once; list it once. Received: --phases={args.phases!r}")
+    for option in ("--steps", "--warmup-steps"):
+        check_steps(option, getattr(args, option[2:].replace("-", "_")))
+    _check_bench_sizes(args)
     if args.backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
             raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
@@ -44,6 +52,7 @@ def cmd_bench(args, out: Console) -> int:
 
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)
+    _check_bench_sizes(args, batch)
     steps = args.steps or (50 if on_gpu else 10)
     err = Console(stderr=True, highlight=False, emoji=False)
     if not on_gpu and not args.json:
@@ -72,6 +81,26 @@ def cmd_bench(args, out: Console) -> int:
         err.print("[yellow]interrupted: the phases finished so far are shown[/yellow]")
         return 130
     return EXIT_OK
+
+
+def _check_bench_sizes(args, batch: int | None = None) -> None:
+    """An image size and a batch that can fit, before Keras builds anything (the batch's
+    default, 8 on a CPU and 32 on a GPU, is checked again once the device is known)."""
+    from keras_tlft.assembly import MAX_SIDE
+    from keras_tlft.registry import get_backbone
+
+    spec = get_backbone(args.name)
+    size = args.image_size or spec.default_input_shape[0]
+    if size > MAX_SIDE:
+        raise UsageError(f"--image-size must be at most {MAX_SIDE:,} pixels: larger images do "
+                         f"not fit in memory. Received: --image-size={size}")
+    batch = batch or args.batch_size or 8
+    option, received = "--batch-size", f"--batch-size={batch}"
+    if args.image_size is not None:
+        option, received = "--image-size or --batch-size", f"--image-size={size}, {received}"
+    shape = (size, size, spec.default_input_shape[2])
+    # The synthetic batch is drawn as float64, then cast: 3 float32 batches' worth.
+    check_batch_memory(option, batch, shape, data_batches=3, received=received)
 
 
 def _render_bench(r, out: Console) -> None:

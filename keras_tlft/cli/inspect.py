@@ -10,6 +10,7 @@ from rich.table import Table
 
 from keras_tlft.cli._common import (
     EXIT_OK,
+    UsageError,
     _fmt_int,
     _print_json,
     _quiet_tensorflow,
@@ -26,6 +27,8 @@ def cmd_inspect(args, out: Console) -> int:
     from keras_tlft.registry import get_backbone
 
     # Validate everything before the slow part (importing Keras, building the model).
+    bn = _bn_policy(args)
+    _refuse_options_that_do_nothing(args)
     shape = parse_input_shape(args.input_shape, "--input-shape") if args.input_shape else None
     if args.unfreeze is not None:
         parse_unfreeze(args.unfreeze, "--unfreeze")
@@ -40,28 +43,75 @@ def cmd_inspect(args, out: Console) -> int:
     if is_local_path(args.name):
         check_model_file(os.fspath(args.name))
         _quiet_tensorflow()  # reading a local file's spec loads it with Keras
-    get_backbone(args.name)
+    spec = get_backbone(args.name)
+    if shape is not None and args.head is None and min(shape[:2]) < spec.min_input_size:
+        m = spec.min_input_size
+        raise UsageError(
+            f"{spec.key} needs at least {m}x{m} pixels: pass a larger --input-shape (its "
+            f"default is {_shape(spec.default_input_shape)}), or add --head, whose model resizes "
+            f"smaller images up to {m}x{m}. Received: --input-shape={args.input_shape}")
 
     _quiet_tensorflow()
+    from keras_tlft.cli import is_bad_input
     from keras_tlft.report import inspect_backbone
 
-    report = inspect_backbone(
-        args.name,
-        input_shape=shape,
-        include_top=args.include_top,
-        head=args.head,
-        num_classes=args.num_classes,
-        unfreeze=args.unfreeze,
-        bn=args.bn,
-        include_layers=args.layers,
-        schedule=args.schedule,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-    )
+    try:
+        report = inspect_backbone(
+            args.name,
+            input_shape=shape,
+            include_top=args.include_top,
+            head=args.head,
+            num_classes=args.num_classes,
+            unfreeze=args.unfreeze,
+            bn=bn,
+            include_layers=args.layers,
+            schedule=args.schedule,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+        )
+    except ValueError as exc:
+        # Keras refuses a shape the spec did not know was too small (or too odd): the input
+        # is at fault, not keras-tlft.
+        if shape is None or is_bad_input(exc):
+            raise
+        why = str(exc).strip().rstrip(".")
+        raise UsageError(f"{spec.key} cannot be built at input shape {_shape(shape)}: {why}. "
+                         f"Pass another --input-shape (its default is "
+                         f"{_shape(spec.default_input_shape)}). "
+                         f"Received: --input-shape={args.input_shape}") from exc
     if args.json:
         return _print_json(report)
     _render_inspect(report, out)
     return EXIT_OK
+
+
+def _bn_policy(args) -> str:
+    """``--bn``, or its old spelling ``--train-bn``; both at once must agree."""
+    if args.train_bn and args.bn not in (None, "train"):
+        raise UsageError(f"--train-bn (the old spelling of --bn train) contradicts --bn "
+                         f"{args.bn}: give one of them. Received: --bn={args.bn}, --train-bn")
+    return "train" if args.train_bn else (args.bn or "frozen")
+
+
+def _refuse_options_that_do_nothing(args) -> None:
+    """Refuse an option that means something only next to another one that is missing."""
+    rules = [  # (option, its value or None, whether what it needs is given, what, why)
+        ("--num-classes", args.num_classes, args.head is not None, "--head",
+         "it sets the classes of the head: add --head (e.g. --head gap)"),
+        ("--epochs", args.epochs, args.schedule is not None, "--schedule",
+         "it sets the schedule's length: add --schedule"),
+        ("--learning-rate", args.learning_rate, args.schedule is not None, "--schedule",
+         "it sets the schedule's learning rates: add --schedule"),
+        ("--train-bn" if args.train_bn else "--bn", args.bn or (True if args.train_bn else None),
+         args.unfreeze is not None, "--unfreeze",
+         "it sets how the BatchNorm layers of unfrozen blocks train: add --unfreeze (with "
+         "--schedule, set the schedule's own, e.g. gradual:bn=affine)"),
+    ]
+    for option, value, present, needs, why in rules:
+        if value is not None and not present:
+            shown = "" if value is True else f"={value}"
+            raise UsageError(f"{option} does nothing without {needs}: {why}, or drop {option}. "
+                             f"Received: {option}{shown}")
 
 
 def _render_inspect(r: dict, out: Console) -> None:

@@ -34,10 +34,16 @@ def _report_collisions(registry) -> None:
 def cmd_list(args, out: Console) -> int:
     from keras_tlft.registry import get_registry, list_backbones
 
+    if args.source is not None and not args.source.strip():
+        raise UsageError("--source is empty: give a source such as applications (run "
+                         "`keras-tlft plugins` for the installed ones), or drop --source. "
+                         f"Received: --source={args.source!r}")
     specs = list_backbones(args.source, pattern=args.pattern, offline_weights=args.offline_weights)
     if args.source and not list_backbones(args.source):
         raise UsageError(f"No backbones from source {args.source!r}; run `keras-tlft plugins` "
                          f"for the installed sources. Received: --source={args.source!r}")
+    if not specs:
+        _say_why_nothing_matched(args)
     rows = [
         {
             "name": s.name,
@@ -75,6 +81,23 @@ def cmd_list(args, out: Console) -> int:
         table.add_row(*(escape(c) for c in row))
     print_figures(out, table)
     return EXIT_OK
+
+
+def _say_why_nothing_matched(args) -> None:
+    """An empty listing is not silent: say on stderr which filter left nothing, and why."""
+    from keras_tlft.registry import list_backbones
+
+    err = Console(stderr=True, highlight=False, emoji=False)
+    if args.pattern is not None and not list_backbones(args.source, pattern=args.pattern):
+        where = f" from source {args.source!r}" if args.source else ""
+        why = ("the pattern must match a whole name, source:name or alias, with the wildcards "
+               "* (anything), ? (one character) and [abc] (one of a, b, c); e.g. "
+               f"'*{args.pattern.strip('*')}*' for names containing it.")
+        err.print(f"[yellow]No backbone{escape(where)} matches {escape(repr(args.pattern))}:"
+                  f"[/yellow] {escape(why)}", soft_wrap=True)
+    elif args.offline_weights:
+        err.print("[yellow]None of the matching backbones has pretrained weights that load with "
+                  "no network[/yellow] (drop --offline-weights to see them).", soft_wrap=True)
 
 
 def _print_plain(header: list[str], cells: list[list[str]], right: set[str]) -> None:
