@@ -7,7 +7,10 @@ Heavy imports (Keras, TensorFlow) happen inside the verbs that need them, so ``-
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
+import warnings
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +18,7 @@ from rich.markup import escape
 from keras_tlft.batchnorm import BN_POLICIES
 from keras_tlft.cli._common import (
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
@@ -24,6 +28,7 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     _shape,
+    make_console,
     print_figures,
 )
 from keras_tlft.cli.bench import _render_bench, cmd_bench
@@ -258,13 +263,19 @@ def main(argv=None) -> int:
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(_attach_dash_values(parser, argv))
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    out = Console(highlight=False, emoji=False)
+    out = make_console()
     try:
-        return args.func(args, out)
+        with warnings.catch_warnings():
+            warnings.showwarning = _plugin_warnings_to(err, args.command)
+            code = args.func(args, out)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         return 130
@@ -277,6 +288,42 @@ def main(argv=None) -> int:
         err.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}')} [dim](rerun with "
                   f"--debug for the traceback)[/dim]", soft_wrap=True)
         return EXIT_FAILURE
+
+
+def _plugin_warnings_to(err: Console, command: str):
+    """A ``warnings.showwarning`` that reports plugin problems once, as one line of ours on
+    stderr (``plugins`` and ``check`` report failures in their own output); other warnings go
+    to Python's own."""
+    from keras_tlft.registry import NameCollisionWarning, PluginWarning
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if isinstance(message, NameCollisionWarning):
+            err.print(f"[yellow]name collision:[/yellow] {escape(message.collision.message())}",
+                      soft_wrap=True)
+        elif isinstance(message, PluginWarning):
+            if command not in ("plugins", "check"):
+                err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed it (``keras-tlft list | head -1``): stop quietly, as ``ls``
+    does. Exit 141 (128 + SIGPIPE), the status a shell shows for ``ls`` there, so that a
+    ``set -o pipefail`` script sees the same as with any other command, and neither our 0
+    (everything printed) nor our 1 (the work failed). As the Python docs advise, stdout is
+    pointed at devnull so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (a test's)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def is_bad_input(exc: BaseException) -> bool:

@@ -1,18 +1,23 @@
-"""What every verb of the CLI shares: exit codes, bad-input errors, argument types, figure
-tables, and importing Keras quietly."""
+"""What every verb of the CLI shares: exit codes, bad-input errors, argument types, the
+consoles (control characters stripped), tables fitted to the terminal's width, and importing
+Keras quietly."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
+from collections.abc import Callable, Iterable
 
 from rich.console import Console
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `ls | head -1`
 
 
 class UsageError(ValueError):
@@ -27,10 +32,86 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+# Escape sequences (CSI such as clear-screen, OSC such as set-window-title, DCS/SOS/PM/APC
+# strings, two-character ones), then any other C0/C1 control but tab and newline, DEL, and the
+# bidirectional overrides that make a name read differently from what it is.
+_CONTROLS = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without terminal control sequences and characters (tab and newline kept).
+
+    Names from an untrusted ``.keras`` file, a plugin's names, descriptions and error messages
+    reach the terminal: an OSC sequence in a layer name would retitle the window, a CSI one clear
+    the screen. Every console of the CLI applies this to all it prints (see
+    :func:`make_console`); only our own styling reaches the terminal as escape sequences.
+    """
+    return _CONTROLS.sub("", text)
+
+
+class _SafeConsole(Console):
+    """A rich console that strips control characters from every string it is given, before
+    layout (so widths are right), and from the text of every segment it renders (text built
+    otherwise). Styles are rich's own, applied afterwards; cursor-control segments are rich's."""
+
+    def render_str(self, text: str, **kwargs):
+        return super().render_str(strip_controls(text), **kwargs)
+
+    def render(self, renderable, options=None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not _CONTROLS.search(segment.text):
+                yield segment
+            else:
+                yield Segment(strip_controls(segment.text), segment.style)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The CLI's console for people (stdout) or for messages (``stderr=True``)."""
+    return _SafeConsole(stderr=stderr, highlight=False, emoji=False)
+
+
+def natural_width(out: Console, renderable) -> int:
+    """The width ``renderable`` takes when nothing is cut or wrapped."""
+    return Measurement.get(out, out.options.update(max_width=1000), renderable).maximum
+
+
+def fit_columns(width: int, columns: list[str], drop: Iterable[str],
+                measure: Callable[[list[str]], int]) -> list[str]:
+    """The columns to show in ``width``: ``columns`` less those of ``drop`` (least useful first)
+    until ``measure(kept)`` fits. Names a user types are never in ``drop``, so when even the
+    remaining columns are too wide they are printed whole, wider than ``width``."""
+    kept = list(columns)
+    for name in drop:
+        if measure(kept) <= width:
+            break
+        if name in kept:
+            kept.remove(name)
+    return kept
+
+
+def print_fitted(out: Console, make: Callable[[list[str]], Table], columns: list[str],
+                 drop: Iterable[str]) -> list[str]:
+    """Print the table ``make(columns)`` with columns of ``drop`` left out (least useful first)
+    until it fits the console; say which were left out. Returns the columns left out."""
+    kept = fit_columns(out.width, columns, drop, lambda cols: natural_width(out, make(cols)))
+    print_figures(out, make(kept))
+    left_out = [c for c in columns if c not in kept]
+    if left_out:
+        out.print(f"[dim]left out to fit {out.width} columns: {', '.join(left_out)} "
+                  "(a wider terminal or --json shows them)[/dim]")
+    return left_out
+
+
 def print_figures(out: Console, table: Table) -> None:
     """Print a table of figures at its natural width: never cut to fit a narrow terminal or a
     pipe's default 80 columns (a too-narrow terminal wraps the lines instead)."""
-    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
+    natural = natural_width(out, table)
     width, out.width = out.width, max(out.width, natural)
     try:
         out.print(table)

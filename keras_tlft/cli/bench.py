@@ -15,6 +15,7 @@ from keras_tlft.cli._common import (
     _fmt_int,
     _print_json,
     _quiet_tensorflow,
+    make_console,
     print_figures,
 )
 
@@ -45,7 +46,7 @@ def cmd_bench(args, out: Console) -> int:
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)
     steps = args.steps or (50 if on_gpu else 10)
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     if not on_gpu and not args.json:
         err.print(f"[yellow]No GPU: measuring on {escape(device)} with small defaults "
                   f"(batch {batch}, {steps} steps).[/yellow]")

@@ -17,7 +17,10 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     _shape,
-    print_figures,
+    fit_columns,
+    make_console,
+    print_fitted,
+    strip_controls,
 )
 
 # --- list -------------------------------------------------------------------------------------
@@ -25,14 +28,14 @@ from keras_tlft.cli._common import (
 
 def _report_collisions(registry) -> None:
     """Bare names that several sources register, on stderr (a message, not the listing)."""
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     for collision in registry.collisions:
         err.print(f"[yellow]name collision:[/yellow] {escape(collision.message())}",
                   soft_wrap=True)
 
 
 def cmd_list(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry, list_backbones
+    from keras_tlft.registry import list_backbones
 
     specs = list_backbones(args.source, pattern=args.pattern, offline_weights=args.offline_weights)
     if args.source and not list_backbones(args.source):
@@ -56,7 +59,6 @@ def cmd_list(args, out: Console) -> int:
         }
         for s in specs
     ]
-    _report_collisions(get_registry())
     if args.json:
         return _print_json(rows)
     header = ["name", "source", "family", "parameters", "input", "blocks", "offline"]
@@ -64,27 +66,43 @@ def cmd_list(args, out: Console) -> int:
               _shape(r["default_input_shape"]), str(r["blocks"] or "derived"),
               ", ".join(r["offline_weights"]) or "-"] for r in rows]
     right = {"parameters", "input", "blocks"}
+    # Names are what a user types: never cut; the other columns go, least useful first.
+    drop = ["offline", "family", "blocks", "input", "parameters"]
     if not out.is_terminal:  # a pipe or a file: plain columns, as `pip list` prints them
-        _print_plain(header, cells, right)
+        if left_out := _print_plain(header, cells, right, width=out.width, drop=drop):
+            make_console(stderr=True).print(
+                f"[dim]left out to fit {out.width} columns: {', '.join(left_out)} (COLUMNS=200 "
+                "or --json shows them)[/dim]")
         return EXIT_OK
-    table = Table(title=f"{len(rows)} backbones",
-                  caption="offline: pretrained weights that load with no network")
-    for col in header:
-        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
-    for row in cells:
-        table.add_row(*(escape(c) for c in row))
-    print_figures(out, table)
+
+    def make(columns):
+        caption = "offline: pretrained weights that load with no network"
+        table = Table(title=f"{len(rows)} backbones", show_edge=False,
+                      caption=caption if "offline" in columns else None)
+        for col in columns:
+            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+        for row in cells:
+            table.add_row(*(escape(c) for c, h in zip(row, header) if h in columns))
+        return table
+
+    print_fitted(out, make, header, drop)
     return EXIT_OK
 
 
-def _print_plain(header: list[str], cells: list[list[str]], right: set[str]) -> None:
-    """Columns separated by two spaces, under a header and a rule, without styling or cuts."""
-    widths = [max(len(x) for x in column) for column in zip(header, *cells)]
-    rule = ["-" * w for w in widths]
+def _print_plain(header: list[str], cells: list[list[str]], right: set[str],
+                 width: int | None = None, drop: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Columns separated by two spaces, under a header and a rule, without styling or cuts;
+    columns of ``drop`` left out (least useful first) until the lines fit ``width``. Returns the
+    columns left out."""
+    widths = {h: max(map(len, column)) for h, *column in zip(header, header, *cells)}
+    kept = fit_columns(width or 10**6, header, drop,
+                       lambda cols: sum(widths[c] for c in cols) + 2 * (len(cols) - 1))
+    rule = ["-" * widths[h] for h in header]
     for row in (header, rule, *cells):
-        line = "  ".join(c.rjust(w) if h in right else c.ljust(w)
-                         for c, w, h in zip(row, widths, header))
-        sys.stdout.write(line.rstrip() + "\n")
+        line = "  ".join(c.rjust(widths[h]) if h in right else c.ljust(widths[h])
+                         for c, h in zip(row, header) if h in kept)
+        sys.stdout.write(strip_controls(line.rstrip()) + "\n")
+    return [h for h in header if h not in kept]
 
 
 # --- plugins ----------------------------------------------------------------------------------
@@ -191,7 +209,7 @@ def cmd_check(args, out: Console) -> int:
                 for f in registry.failures if f.plugin in selected]
     if args.build:
         _quiet_tensorflow()
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     with err.status("checking", spinner="dots") if not args.json else _no_status() as status:
         for i, spec in enumerate(specs, start=1):
             if status is not None:
