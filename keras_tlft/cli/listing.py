@@ -156,13 +156,21 @@ def cmd_plugins(args, out: Console) -> int:
 
 
 def _render_plugins_table(rows: list, out: Console) -> None:
-    table = Table(title="keras-tlft plugins")
-    for col in ("plugin", "distribution", "version", "backbones", "hooks"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(escape(r["name"]), escape(r["distribution"] or "-"),
-                      escape(r["version"] or "-"), str(r["backbones"]), ", ".join(r["hooks"]))
-    out.print(table)
+    """Plugin names whole (`check PLUGIN` takes them); the other columns go when too wide."""
+    columns = ["plugin", "distribution", "version", "backbones", "hooks"]
+
+    def make(kept):
+        table = Table(title="keras-tlft plugins")
+        for col in kept:
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            cells = {"plugin": r["name"], "distribution": r["distribution"] or "-",
+                     "version": r["version"] or "-", "backbones": str(r["backbones"]),
+                     "hooks": "\n".join(r["hooks"])}
+            table.add_row(*(escape(cells[c]) for c in kept))
+        return table
+
+    print_fitted(out, make, columns, ["hooks", "distribution", "version"])
 
 
 def _render_plugins_verbose(rows: list, out: Console) -> None:
