@@ -21,7 +21,9 @@ from keras_tlft.cli._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_OK,
+    HelpFormatter,
     UsageError,
+    _examples,
     _fmt_int,
     _learning_rate,
     _positive_int,
@@ -100,10 +102,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
 def make_parser() -> argparse.ArgumentParser:
     from keras_tlft import __version__
 
@@ -116,7 +114,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.epilog = _examples("keras-tlft list 'resnet*'", "keras-tlft inspect vgg16 --unfreeze 1",
                               "keras-tlft plugins --verbose", "keras-tlft COMMAND --help")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # --debug after the verb too; SUPPRESS keeps the subparser from resetting a --debug given
     # before it.
@@ -126,14 +124,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     def verb(name, examples, **kwargs):
         return sub.add_parser(name, parents=[debug], epilog=_examples(*examples),
-                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+                              formatter_class=HelpFormatter, **kwargs)
 
     p = verb("list", ["keras-tlft list", "keras-tlft list 'resnet*'",
                       "keras-tlft list '*:vgg*' --json", "keras-tlft list --source keras_hub",
                       "keras-tlft list --offline-weights", "keras-tlft list | grep efficientnet"],
              help="every registered backbone",
              description="Every registered backbone, by source, then by name in natural order "
-             "(resnet50 before resnet101). Plain columns when the output is not a terminal.")
+             "(resnet50 before resnet101).\n\nIn a pipe or a file: plain columns, one backbone "
+             "a line. Columns that do not fit the width (COLUMNS, else 80) are left out, never "
+             "a name; --json has every field.")
     p.add_argument("pattern", nargs="?", metavar="PATTERN",
                    help="only names (or source:name, or aliases) matching this wildcard, e.g. "
                    "'resnet*' or '*:vgg*' (quote it from the shell)")
@@ -160,9 +160,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb("check", ["keras-tlft check", "keras-tlft check example --build",
                        "keras-tlft check keras_cv --json"],
              help="run the conformance kit over installed plugins' backbones",
-             description="Run keras_tlft.testing.check_backbone_spec over every backbone of the "
-             "installed plugins (or of PLUGIN), plus the plugins' load and registration "
-             "failures. Exit 1 with a table of what fails.")
+             description="Run the conformance kit (keras_tlft.testing.check_backbone_spec) over "
+             "every backbone of the installed plugins, or of PLUGIN.\n\nThe plugins' load and "
+             "registration failures count too. Exit 1 with a table of what fails.")
     p.add_argument("plugin", nargs="?", metavar="PLUGIN", help="only this plugin's backbones")
     p.add_argument("--build", action="store_true",
                    help="also build each backbone offline at a small input (64 pixels, or its "
@@ -173,9 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb("new-plugin", ["keras-tlft new-plugin mylab",
                             "keras-tlft new-plugin mylab --directory plugins/mylab"],
              help="create a backbone-plugin project whose tests pass out of the box",
-             description="Write a plugin project (pyproject.toml with the entry point, a package "
-             "registering a tiny example backbone, tests running the conformance kit) into "
-             "DIRECTORY (default: keras-tlft-NAME).")
+             description="Write a backbone-plugin project into DIRECTORY (default: "
+             "keras-tlft-NAME).\n\nIt holds pyproject.toml with the entry point, a package "
+             "registering a tiny example backbone, and tests running the conformance kit.")
     p.add_argument("name", metavar="NAME",
                    help="the plugin's name: lowercase letters, digits and '_' (the entry point "
                    "and the source of its backbones)")
@@ -191,10 +191,11 @@ def make_parser() -> argparse.ArgumentParser:
          "gradual:every=2 --epochs 10 --learning-rate 1e-3",
          "keras-tlft inspect mine.keras --json"],
         help="layers, blocks and parameters of a backbone (built offline, weights=None)",
-        description="Layers, blocks and parameters of a backbone, built with weights=None. "
+        description="Layers, blocks and parameters of a backbone, built with weights=None.\n\n"
         "Without --head the backbone is shown as Keras builds it (all trainable); with --head "
-        "it is the model build_model returns (backbone frozen). --unfreeze shows what an "
-        "unfreeze state trains, exactly as ProgressiveUnfreeze applies it.",
+        "it is the model build_model returns (backbone frozen).\n\n--unfreeze shows what an "
+        "unfreeze state trains, exactly as ProgressiveUnfreeze applies it; --schedule shows a "
+        "schedule stage by stage.",
     )
     p.add_argument("name", help="backbone name, e.g. vgg16 or applications:resnet50")
     p.add_argument("--input-shape", metavar="H,W,C", help="input shape (default: the backbone's)")
@@ -230,8 +231,8 @@ def make_parser() -> argparse.ArgumentParser:
          "keras-tlft bench mobilenet_v2 --backend jax --json"],
         help="throughput, memory and stage-change cost per training phase (synthetic data)",
         description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "
-        "unfrozen, fully unfrozen, inference. Uses the GPU when there is one; on a CPU it runs "
-        "with small defaults. Ctrl-C stops it with the phases finished so far.",
+        "unfrozen, fully unfrozen, inference.\n\nUses the GPU when there is one; on a CPU it "
+        "runs with small defaults. Ctrl-C stops it with the phases finished so far.",
     )
     p.add_argument("name", help="backbone name, e.g. mobilenet_v2")
     p.add_argument("--batch-size", type=_positive_int, help="default: 32 on a GPU, 8 on a CPU")

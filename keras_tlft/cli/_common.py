@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 
 from rich.console import Console
@@ -117,6 +118,21 @@ def print_figures(out: Console, table: Table) -> None:
         out.print(table)
     finally:
         out.width = width
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` text: a description's paragraphs (separated by a blank line) each filled to
+    the terminal's width; the examples (an epilog starting ``examples:``) kept line by line."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent) for p in text.split("\n\n"))
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _quiet_tensorflow() -> None:

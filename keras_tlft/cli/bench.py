@@ -16,7 +16,7 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     make_console,
-    print_figures,
+    print_fitted,
 )
 
 # --- bench ------------------------------------------------------------------------------------
@@ -82,20 +82,30 @@ def _render_bench(r, out: Console) -> None:
               f"batch "
               f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
               f"{r.warmup_steps} warm-up, {mp}, {jit}")
-    table = Table()
-    for col in ("phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
-                "trace s", "change s"):
-        table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right")
-    for p in r.phases:
-        table.add_row(
-            p.phase, escape(p.unfreeze or "-"), _fmt_int(p.trainable_params),
-            f"{p.step_ms_median:.1f}",
-            f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}", f"{p.images_per_second:.1f}",
-            f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
-            f"{p.trace_seconds:.2f}",
-            f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
-        )
-    print_figures(out, table)
+    columns = ["phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
+               "trace s", "change s"]
+
+    def make(kept):
+        table = Table()
+        for col in kept:
+            table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right",
+                             no_wrap=True)
+        for p in r.phases:
+            cells = {
+                "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
+                "trainable": _fmt_int(p.trainable_params), "ms/step": f"{p.step_ms_median:.1f}",
+                "p10-p90": f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}",
+                "img/s": f"{p.images_per_second:.1f}",
+                "peak MiB": f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
+                "trace s": f"{p.trace_seconds:.2f}",
+                "change s": (f"{p.stage_change_seconds:.3f}"
+                             if p.stage_change_seconds is not None else "-"),
+            }
+            table.add_row(*(cells[c] for c in kept))
+        return table
+
+    # The unfreeze spec is typed back (--partial); the spread and the trace time go first.
+    print_fitted(out, make, columns, ["p10-p90", "trace s", "peak MiB", "trainable"])
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")
