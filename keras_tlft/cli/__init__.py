@@ -187,8 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
         "inspect",
         ["keras-tlft inspect vgg16", "keras-tlft inspect resnet50 --head gap --num-classes 10 "
          "--unfreeze 1", "keras-tlft inspect mobilenet_v2 --unfreeze from:100 --layers",
-         "keras-tlft inspect mobilenet_v2 --head gap --num-classes 10 --schedule "
-         "gradual:every=2 --epochs 10 --learning-rate 1e-3",
+         "keras-tlft inspect mobilenet_v2 --head gap --num-classes 10 \\\n"
+         "    --schedule gradual:every=2 --epochs 10 --learning-rate 1e-3",
          "keras-tlft inspect mine.keras --json"],
         help="layers, blocks and parameters of a backbone (built offline, weights=None)",
         description="Layers, blocks and parameters of a backbone, built with weights=None.\n\n"
@@ -227,7 +227,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb(
         "bench",
         ["keras-tlft bench mobilenet_v2",
-         "keras-tlft bench resnet50 --batch-size 64 --mixed-precision --phases frozen,full",
+         "keras-tlft bench resnet50 --batch-size 64 --mixed-precision \\\n"
+         "    --phases frozen,full",
          "keras-tlft bench mobilenet_v2 --backend jax --json"],
         help="throughput, memory and stage-change cost per training phase (synthetic data)",
         description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "

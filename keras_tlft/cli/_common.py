@@ -132,7 +132,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+    """An epilog of example commands; one longer than 78 columns goes on with `` \\`` lines."""
+    return "examples:\n" + "\n".join(f"  {line}".replace("\n", "\n  ") for line in lines)
 
 
 def _quiet_tensorflow() -> None:
