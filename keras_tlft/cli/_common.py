@@ -109,6 +109,24 @@ def print_fitted(out: Console, make: Callable[[list[str]], Table], columns: list
     return left_out
 
 
+def print_rows(out: Console, rows: list[dict[str, str]], columns: list[str],
+               drop: Iterable[str], right: Iterable[str] = (), **table_options) -> list[str]:
+    """Print ``rows`` (each a dict of rich-markup cells by column; untrusted text escaped) as a
+    table whose cells never wrap, with columns of ``drop`` left out, least useful first, until it
+    fits the console (see :func:`print_fitted`). Returns the columns left out."""
+    right = set(right)
+
+    def make(kept):
+        table = Table(**table_options)
+        for col in kept:
+            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[c] for c in kept))
+        return table
+
+    return print_fitted(out, make, columns, drop)
+
+
 def print_figures(out: Console, table: Table) -> None:
     """Print a table of figures at its natural width: never cut to fit a narrow terminal or a
     pipe's default 80 columns (a too-narrow terminal wraps the lines instead)."""

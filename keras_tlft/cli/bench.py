@@ -7,7 +7,6 @@ import sys
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from keras_tlft.cli._common import (
     EXIT_OK,
@@ -16,7 +15,7 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     make_console,
-    print_fitted,
+    print_rows,
 )
 
 # --- bench ------------------------------------------------------------------------------------
@@ -82,30 +81,22 @@ def _render_bench(r, out: Console) -> None:
               f"batch "
               f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
               f"{r.warmup_steps} warm-up, {mp}, {jit}")
+    rows = [{
+        "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
+        "trainable": _fmt_int(p.trainable_params), "ms/step": f"{p.step_ms_median:.1f}",
+        "p10-p90": f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}",
+        "img/s": f"{p.images_per_second:.1f}",
+        "peak MiB": f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
+        "trace s": f"{p.trace_seconds:.2f}",
+        "change s": (f"{p.stage_change_seconds:.3f}"
+                     if p.stage_change_seconds is not None else "-"),
+    } for p in r.phases]
+    # The unfreeze spec is typed back (--partial); the spread and the trace time go first.
     columns = ["phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
                "trace s", "change s"]
-
-    def make(kept):
-        table = Table()
-        for col in kept:
-            table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right",
-                             no_wrap=True)
-        for p in r.phases:
-            cells = {
-                "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
-                "trainable": _fmt_int(p.trainable_params), "ms/step": f"{p.step_ms_median:.1f}",
-                "p10-p90": f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}",
-                "img/s": f"{p.images_per_second:.1f}",
-                "peak MiB": f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
-                "trace s": f"{p.trace_seconds:.2f}",
-                "change s": (f"{p.stage_change_seconds:.3f}"
-                             if p.stage_change_seconds is not None else "-"),
-            }
-            table.add_row(*(cells[c] for c in kept))
-        return table
-
-    # The unfreeze spec is typed back (--partial); the spread and the trace time go first.
-    print_fitted(out, make, columns, ["p10-p90", "trace s", "peak MiB", "trainable"])
+    print_rows(out, rows, columns, ["p10-p90", "trace s", "peak MiB", "trainable"],
+               right=("trainable", "ms/step", "p10-p90", "img/s", "peak MiB", "trace s",
+                      "change s"))
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")

@@ -14,7 +14,7 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     _shape,
-    print_fitted,
+    print_rows,
 )
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -98,41 +98,22 @@ def _render_inspect(r: dict, out: Console) -> None:
 # pipe): they do not wrap, and the other columns go, least useful first, when the table is too
 # wide.
 def _render_layers(layer_table: list, out: Console) -> None:
-    right = {"#", "params", "trainable"}
-
-    def make(columns):
-        table = Table(title="layers")
-        for col in columns:
-            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
-        for row in layer_table:
-            cells = {"#": str(row["index"]), "name": row["name"], "type": row["type"],
-                     "params": _fmt_int(row["params"]),
-                     "trainable": _fmt_int(row["trainable_params"]), "block": row["block"]}
-            table.add_row(*(escape(cells[c]) for c in columns))
-        return table
-
-    print_fitted(out, make, ["#", "name", "type", "params", "trainable", "block"],
-                 ["type", "params", "block"])
+    rows = [{"#": str(row["index"]), "name": escape(row["name"]), "type": escape(row["type"]),
+             "params": _fmt_int(row["params"]), "trainable": _fmt_int(row["trainable_params"]),
+             "block": escape(row["block"])} for row in layer_table]
+    print_rows(out, rows, ["#", "name", "type", "params", "trainable", "block"],
+               ["type", "params", "block"], right=("#", "params", "trainable"), title="layers")
 
 
 def _render_blocks(blocks: list, out: Console) -> None:
-    right = {"layers", "params", "trainable"}
-
-    def make(columns):
-        table = Table(title="blocks")
-        for col in columns:
-            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
-        for b in blocks:
-            cells = {"block": escape(b["name"]), "layers": f"{b['first_layer']}-{b['last_layer']}",
-                     "first": escape(b["first_layer_name"]),
-                     "last": escape(b["last_layer_name"]), "params": _fmt_int(b["params"]),
-                     "trainable": _fmt_int(b["trainable_params"]) if b["trainable"]
-                     else "[dim]frozen[/dim]"}
-            table.add_row(*(cells[c] for c in columns))
-        return table
-
-    print_fitted(out, make, ["block", "layers", "first", "last", "params", "trainable"],
-                 ["params", "last", "layers"])
+    rows = [{"block": escape(b["name"]), "layers": f"{b['first_layer']}-{b['last_layer']}",
+             "first": escape(b["first_layer_name"]), "last": escape(b["last_layer_name"]),
+             "params": _fmt_int(b["params"]),
+             "trainable": _fmt_int(b["trainable_params"]) if b["trainable"]
+             else "[dim]frozen[/dim]"} for b in blocks]
+    print_rows(out, rows, ["block", "layers", "first", "last", "params", "trainable"],
+               ["params", "last", "layers"], right=("layers", "params", "trainable"),
+               title="blocks")
 
 
 def _render_plan(plan: list, out: Console) -> None:

@@ -20,6 +20,7 @@ from keras_tlft.cli._common import (
     fit_columns,
     make_console,
     print_fitted,
+    print_rows,
     strip_controls,
 )
 
@@ -157,20 +158,11 @@ def cmd_plugins(args, out: Console) -> int:
 
 def _render_plugins_table(rows: list, out: Console) -> None:
     """Plugin names whole (`check PLUGIN` takes them); the other columns go when too wide."""
-    columns = ["plugin", "distribution", "version", "backbones", "hooks"]
-
-    def make(kept):
-        table = Table(title="keras-tlft plugins")
-        for col in kept:
-            table.add_column(col, no_wrap=True)
-        for r in rows:
-            cells = {"plugin": r["name"], "distribution": r["distribution"] or "-",
-                     "version": r["version"] or "-", "backbones": str(r["backbones"]),
-                     "hooks": "\n".join(r["hooks"])}
-            table.add_row(*(escape(cells[c]) for c in kept))
-        return table
-
-    print_fitted(out, make, columns, ["hooks", "distribution", "version"])
+    rows = [{"plugin": escape(r["name"]), "distribution": escape(r["distribution"] or "-"),
+             "version": escape(r["version"] or "-"), "backbones": str(r["backbones"]),
+             "hooks": "\n".join(r["hooks"])} for r in rows]
+    print_rows(out, rows, ["plugin", "distribution", "version", "backbones", "hooks"],
+               ["hooks", "distribution", "version"], title="keras-tlft plugins")
 
 
 def _render_plugins_verbose(rows: list, out: Console) -> None:

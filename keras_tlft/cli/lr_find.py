@@ -11,7 +11,6 @@ import os
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from keras_tlft.cli._common import (
     EXIT_OK,
@@ -21,7 +20,7 @@ from keras_tlft.cli._common import (
     _positive_int,
     _print_json,
     _quiet_tensorflow,
-    print_fitted,
+    print_rows,
 )
 
 
@@ -142,25 +141,18 @@ def _render(result, key: str, args: argparse.Namespace, out: Console) -> None:
     out.print(f"[bold]{key}[/bold] learning-rate range test: {result.steps} steps, "
               f"{result.start_lr:g} to {result.end_lr:g}, batch {args.batch_size}, "
               f"data {args.data or 'synthetic'}")
-    columns = ["test", "unfreeze", "blocks", "trainable", "steps", "end", "steepest",
-               "minimum/10"]
-    left = ("test", "unfreeze", "blocks", "end")
-
-    def make(kept):
-        table = Table()
-        for col in kept:
-            table.add_column(col, no_wrap=True, justify="left" if col in left else "right")
-        for t in result.tests:
-            blocks = "-" if not t.blocks else t.blocks[0] if len(t.blocks) == 1 else (
-                f"{t.blocks[0]}..{t.blocks[-1]} ({len(t.blocks)})")
-            cells = {"test": t.name, "unfreeze": t.unfreeze or "-", "blocks": blocks,
-                     "trainable": f"{t.trainable_params:,}", "steps": str(len(t.losses)),
+    rows = []
+    for t in result.tests:
+        blocks = "-" if not t.blocks else t.blocks[0] if len(t.blocks) == 1 else (
+            f"{t.blocks[0]}..{t.blocks[-1]} ({len(t.blocks)})")
+        rows.append({"test": escape(t.name), "unfreeze": escape(t.unfreeze or "-"),
+                     "blocks": escape(blocks), "trainable": f"{t.trainable_params:,}",
+                     "steps": str(len(t.losses)),
                      "end": "diverged" if t.diverged else "all steps",
-                     "steepest": _lr(t.steepest), "minimum/10": _lr(t.minimum_tenth)}
-            table.add_row(*(escape(cells[c]) for c in kept))
-        return table
-
-    print_fitted(out, make, columns, ["steps", "end", "trainable", "blocks"])
+                     "steepest": _lr(t.steepest), "minimum/10": _lr(t.minimum_tenth)})
+    print_rows(out, rows, ["test", "unfreeze", "blocks", "trainable", "steps", "end",
+                           "steepest", "minimum/10"], ["steps", "end", "trainable", "blocks"],
+               right=("trainable", "steps", "steepest", "minimum/10"))
     if args.plot:
         out.print(f"plot: {args.plot}")
 
