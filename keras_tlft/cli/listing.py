@@ -264,7 +264,7 @@ def _render_check(doc: dict, out: Console) -> None:
         return
     table = Table()
     table.add_column("plugin", no_wrap=True)
-    table.add_column("backbone", overflow="fold")
+    table.add_column("backbone", no_wrap=True)  # a name to type: whole; the problem folds
     table.add_column("problem", overflow="fold")
     for f in doc["failures"]:
         table.add_row(escape(f["plugin"] or "-"), escape(f["backbone"] or "(plugin)"),
