@@ -201,6 +201,20 @@ def test_a_plateau_plan_says_its_trigger_once(monkeypatch, capsys):
     assert len(text.splitlines()) < 80  # 20 stages, one line each
 
 
+def test_lr_find_table_fits_an_80_column_pipe_with_its_suggestions(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["lr-find", "vgg16", "--input-shape", "32,32,3", "--steps", "4", "--batch-size", "2",
+            "--schedule", "two_phase"]
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert_fits(text)
+    for test in doc["tests"]:
+        assert test["name"] in text and test["unfreeze"] in text
+        assert f"{test['minimum_tenth']:.3g}" in text
+
+
 # --- 20: --help ------------------------------------------------------------------------------
 
 
