@@ -36,6 +36,7 @@ from keras_tlft.spec import (
     normalize,
     validate_spec,
 )
+from keras_tlft.terminal import strip_controls
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -88,8 +89,9 @@ class PluginWarning(UserWarning):
     raises it instead."""
 
     def __init__(self, failure: PluginFailure):
-        super().__init__(f"keras-tlft plugin {failure.plugin!r}: {failure.reason} (`keras-tlft "
-                         f"plugins` lists every plugin failure; {STRICT_ENV}=1 raises it)")
+        super().__init__(strip_controls(
+            f"keras-tlft plugin {failure.plugin!r}: {failure.reason} (`keras-tlft plugins` lists "
+            f"every plugin failure; {STRICT_ENV}=1 raises it)"))
         self.failure = failure
 
 
@@ -97,7 +99,7 @@ class NameCollisionWarning(UserWarning):
     """Several plugins register one bare backbone name (:attr:`collision`)."""
 
     def __init__(self, collision: NameCollision):
-        super().__init__(f"keras-tlft backbone name {collision.message()}")
+        super().__init__(strip_controls(f"keras-tlft backbone name {collision.message()}"))
         self.collision = collision
 
 

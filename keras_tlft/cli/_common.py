@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable
@@ -16,6 +15,9 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.segment import Segment
 from rich.table import Table
+
+from keras_tlft.terminal import CONTROLS as _CONTROLS
+from keras_tlft.terminal import strip_controls
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `ls | head -1`
@@ -31,29 +33,6 @@ def _fmt_int(n) -> str:
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
-
-
-# Escape sequences (CSI such as clear-screen, OSC such as set-window-title, DCS/SOS/PM/APC
-# strings, two-character ones), then any other C0/C1 control but tab and newline, DEL, and the
-# bidirectional overrides that make a name read differently from what it is.
-_CONTROLS = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
-    r"|\x1b[ -/]*[0-~]?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def strip_controls(text: str) -> str:
-    """``text`` without terminal control sequences and characters (tab and newline kept).
-
-    Names from an untrusted ``.keras`` file, a plugin's names, descriptions and error messages
-    reach the terminal: an OSC sequence in a layer name would retitle the window, a CSI one clear
-    the screen. Every console of the CLI applies this to all it prints (see
-    :func:`make_console`); only our own styling reaches the terminal as escape sequences.
-    """
-    return _CONTROLS.sub("", text)
 
 
 class _SafeConsole(Console):
