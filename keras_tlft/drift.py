@@ -20,6 +20,8 @@ __all__ = ["FeatureDrift", "cosine_similarity", "linear_cka"]
 
 MEASURES = ("cos", "cka")
 ACTIONS = ("warn", "rollback")
+# What each epoch's logs gain by default (the per-block values are in FeatureDrift.history).
+SUMMARY_KEYS = ("drift_cos_min", "drift_cka_min", "drift_rollback")
 
 
 def cosine_similarity(reference: np.ndarray, current: np.ndarray) -> float:
@@ -71,11 +73,14 @@ class FeatureDrift(keras.callbacks.Callback):
     On a fixed probe batch (model inputs, e.g. 32 to 256 training images), the output of every
     block of the backbone (the blocks `ProgressiveUnfreeze` uses: from the registry, or derived
     from the layer names) is recorded at the start of `fit`. At the end of each epoch the features
-    are computed again (inference mode) and compared. Each epoch's `logs` gain
-    `drift_cos_<block>` (the mean cosine similarity over the probe samples: 1.0 exactly while
-    the block and everything below it are unchanged), `drift_cka_<block>` (linear CKA, with
-    `cka=True`) and `drift_cos_min` / `drift_cka_min` (the lowest over the blocks), so
-    `History`, `CSVLogger` and `TensorBoard` record them: list this callback before those two.
+    are computed again (inference mode) and compared: `drift_cos_<block>` (the mean cosine
+    similarity over the probe samples: 1.0 exactly while the block and everything below it are
+    unchanged), `drift_cka_<block>` (linear CKA, with `cka=True`) and `drift_cos_min` /
+    `drift_cka_min` (the lowest over the blocks). Every value is kept in the callback's
+    `history` (a dict of per-epoch lists, as `History.history`). Each epoch's `logs` gain only
+    the two summaries, so Keras's progress bar stays readable; `log_blocks=True` puts the
+    per-block values in `logs` too, for `CSVLogger` and `TensorBoard` (list this callback before
+    them).
 
     With `min_similarity`, a block whose similarity (the `measure`) falls below it is reported:
     `on_drift="warn"` issues a warning; `on_drift="rollback"` also puts the backbone's weights
@@ -96,22 +101,27 @@ class FeatureDrift(keras.callbacks.Callback):
         measure: `"cos"` or `"cka"`: which similarity `min_similarity` applies to.
         on_drift: `"warn"` or `"rollback"`. Defaults to `"warn"`.
         verbose: 1 prints the lowest similarities each epoch.
+        log_blocks: also put every block's similarities in `logs`. Defaults to False (only
+            `drift_cos_min`, `drift_cka_min` and `drift_rollback` are logged; `history` has
+            them all).
 
     Example:
 
     ```python
     probe = x_train[:64]
+    drift = keras_tlft.FeatureDrift(probe, min_similarity=0.8, on_drift="rollback")
     model.fit(x_train, y_train, epochs=12, callbacks=[
         keras_tlft.ProgressiveUnfreeze("gradual:every=2"),
-        keras_tlft.FeatureDrift(probe, min_similarity=0.8, on_drift="rollback"),
+        drift,
         keras.callbacks.CSVLogger("log.csv"),
     ])
-    model.history.history["drift_cos_block5"]
+    model.history.history["drift_cos_min"]  # the lowest block's: in logs and the CSV file
+    drift.history["drift_cos_block5"]  # every block's
     ```
     """
 
     def __init__(self, probe, backbone=None, blocks=None, cka=True, min_similarity=None,
-                 measure="cos", on_drift="warn", verbose=0):
+                 measure="cos", on_drift="warn", verbose=0, log_blocks=False):
         super().__init__()
         if probe is None or not keras.tree.flatten(probe):
             raise ValueError("probe must be a batch of model inputs (e.g. x_train[:64]). "
@@ -151,6 +161,11 @@ class FeatureDrift(keras.callbacks.Callback):
         if isinstance(verbose, bool) or verbose not in (0, 1):
             raise ValueError(f"verbose must be 0 or 1. Received: verbose={verbose!r}")
         self.verbose = verbose
+        if not isinstance(log_blocks, bool):
+            raise ValueError(f"log_blocks must be True or False. Received: "
+                             f"log_blocks={log_blocks!r}")
+        self.log_blocks = log_blocks
+        self.history: dict[str, list] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -168,6 +183,7 @@ class FeatureDrift(keras.callbacks.Callback):
         self._stage_key = None
         self._stage_start = None
         self._epoch_start = None
+        self.history = {}
 
     def _features(self) -> list[np.ndarray]:
         outputs = self._extractor.predict_on_batch(self.probe)
@@ -200,13 +216,16 @@ class FeatureDrift(keras.callbacks.Callback):
             self._stage_key, self._stage_start = key, self._epoch_start
         current = self._features()
         values = self._similarities(current)
-        logs.update(values)
         drifted = self._drifted(values)
-        rolled_back = 0
-        if drifted:
-            rolled_back = self._react(epoch, drifted)
         if self.on_drift == "rollback":
-            logs["drift_rollback"] = rolled_back
+            values["drift_rollback"] = self._react(epoch, drifted) if drifted else 0
+        elif drifted:
+            self._react(epoch, drifted)
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        # Only the summaries reach Keras's progress bar, unless asked: a line per epoch.
+        logs.update(values if self.log_blocks else
+                    {k: v for k, v in values.items() if k in SUMMARY_KEYS})
         if self.verbose:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k.endswith("_min"))
             print(f"Epoch {epoch + 1}: FeatureDrift {shown}")
@@ -251,7 +270,8 @@ class FeatureDrift(keras.callbacks.Callback):
 
         return {**locator_config(self.backbone, self.blocks), "cka": self.cka,
                 "min_similarity": self.min_similarity, "measure": self.measure,
-                "on_drift": self.on_drift, "verbose": self.verbose}
+                "on_drift": self.on_drift, "verbose": self.verbose,
+                "log_blocks": self.log_blocks}
 
 
 def block_extractor(model, layers, blocks, container=None):

@@ -13,6 +13,7 @@ leaves the named plugins unloaded without uninstalling them (as pytest's ``-p no
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -154,6 +155,7 @@ def make_plugin_manager() -> LoadedPlugins:
             continue
         before = [m for m in HEAVY_MODULES if m not in sys.modules]
         start = time.perf_counter()
+        plugin = None
         try:
             plugin = ep.load()
             check_api_version(plugin)
@@ -161,12 +163,16 @@ def make_plugin_manager() -> LoadedPlugins:
         except Exception as exc:  # a plugin may raise anything on import
             if strict():
                 raise
-            failures.append(PluginFailure(ep.name, f"failed to load: {type(exc).__name__}: {exc}"))
+            failures.append(PluginFailure(ep.name, _load_failure(pm, ep.name, plugin, exc)))
+            if plugin is not None and pm.get_plugin(ep.name) is plugin:
+                pm.unregister(name=ep.name)  # pluggy keeps a half-registered plugin
             continue
         record = LoadRecord(ep.value, time.perf_counter() - start,
                             tuple(m for m in before if m in sys.modules))
         loads[ep.name] = record
         if record.heavy_imports:
+            if strict():
+                raise RuntimeError(f"plugin {ep.name!r} {_heavy_message(record)}")
             failures.append(PluginFailure(ep.name, _heavy_message(record)))
         if _dist_name(ep) is not None:
             dists[ep.name] = _dist_name(ep)
@@ -209,6 +215,36 @@ def check_api_version(plugin) -> None:
             f"API {hookspecs.PLUGIN_API_VERSION}; upgrade keras-tlft "
             "(pip install -U keras-tlft)"
         )
+
+
+def _load_failure(pm: pluggy.PluginManager, name: str, plugin, exc: Exception) -> str:
+    """Why plugin ``name`` failed to load, in words; for a hook implementation whose arguments
+    its hook does not have, which hook takes what and what the plugin declares (pluggy's own
+    message names only the hook)."""
+    if isinstance(exc, pluggy.PluginValidationError) and plugin is not None:
+        mismatch = _signature_mismatch(pm, name, plugin)
+        if mismatch is not None:
+            return mismatch
+    return f"failed to load: {type(exc).__name__}: {exc}"
+
+
+def _signature_mismatch(pm: pluggy.PluginManager, name: str, plugin) -> str | None:
+    for attr in dir(plugin):
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            continue
+        caller = getattr(pm.hook, attr, None)
+        if caller is None or caller.spec is None:
+            continue
+        takes = list(inspect.signature(caller.spec.function).parameters)
+        try:
+            declares = list(inspect.signature(getattr(plugin, attr)).parameters)
+        except (TypeError, ValueError):
+            continue
+        if set(declares) - set(takes):
+            return (f"hook {attr} takes ({', '.join(takes)}), plugin {name!r} declares "
+                    f"({', '.join(declares)}): a hook implementation may take only the hook's "
+                    "arguments, by those names")
+    return None
 
 
 def _heavy_message(record: LoadRecord) -> str:

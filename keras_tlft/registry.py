@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import re
 import warnings
 from collections.abc import Callable
 
 from keras_tlft.plugins import (
+    STRICT_ENV,
     PluginFailure,
     PluginInfo,
     disabled_plugins,
@@ -34,6 +36,7 @@ from keras_tlft.spec import (
     normalize,
     validate_spec,
 )
+from keras_tlft.terminal import strip_controls
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -41,6 +44,8 @@ __all__ = [
     "BackboneSpec",
     "BlockRule",
     "NameCollision",
+    "NameCollisionWarning",
+    "PluginWarning",
     "Registry",
     "UnknownBackboneError",
     "get_backbone",
@@ -76,6 +81,35 @@ class NameCollision:
             f"{self.name!r} is registered by {keys}: it means the first-party "
             f"{self.resolves_to}; use {others} for the other"
         )
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load or to register something (:attr:`failure`); keras-tlft carries
+    on without it. ``keras-tlft plugins`` lists every such failure; ``KERAS_TLFT_STRICT_PLUGINS=1``
+    raises it instead."""
+
+    def __init__(self, failure: PluginFailure):
+        super().__init__(strip_controls(
+            f"keras-tlft plugin {failure.plugin!r}: {failure.reason} (`keras-tlft plugins` lists "
+            f"every plugin failure; {STRICT_ENV}=1 raises it)"))
+        self.failure = failure
+
+
+class NameCollisionWarning(UserWarning):
+    """Several plugins register one bare backbone name (:attr:`collision`)."""
+
+    def __init__(self, collision: NameCollision):
+        super().__init__(strip_controls(f"keras-tlft backbone name {collision.message()}"))
+        self.collision = collision
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first caller outside keras-tlft: a warning then shows the user's
+    own line, not ours."""
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("keras_tlft"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Registry:
@@ -128,9 +162,9 @@ class Registry:
         registry.plugins = plugin_infos(pm, dists, loads)
         registry.disabled = sorted(n for n in disabled_plugins() if pm.is_blocked(n))
         for failure in registry.failures:
-            warnings.warn(f"keras-tlft plugin {failure.plugin!r}: {failure.reason}", stacklevel=2)
+            warnings.warn(PluginWarning(failure), stacklevel=_user_stacklevel())
         for collision in registry.collisions:
-            warnings.warn(f"keras-tlft backbone name {collision.message()}", stacklevel=2)
+            warnings.warn(NameCollisionWarning(collision), stacklevel=_user_stacklevel())
         return registry
 
     def collect(self, plugin: str, hook: Callable) -> None:

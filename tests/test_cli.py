@@ -246,7 +246,8 @@ def test_list_offline_weights_filter_keeps_only_backbones_with_offline_weights(m
     assert all(r["offline_weights"] == ["imagenet"] for r in rows)
 
 
-def test_list_piped_prints_plain_whole_columns(capsys):
+def test_list_piped_prints_plain_whole_columns(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for every column (80 drops some)
     assert main(["list", "--source", "keras_hub"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "source", "family", "parameters", "input", "blocks",

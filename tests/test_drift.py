@@ -17,10 +17,6 @@ from keras_tlft.drift import cosine_similarity, linear_cka
 BLOCKS = ("block1", "block2", "block3")
 
 
-def _drift_history(history) -> dict:
-    return {k: v for k, v in history.history.items() if k.startswith("drift_")}
-
-
 def _backbone_values(model, name="backbone"):
     return tiny.values(model.get_layer(name).weights)
 
@@ -61,7 +57,8 @@ def test_frozen_backbone_keeps_every_block_exactly_at_similarity_one(make):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="FeatureDrift")
         history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[drift])
-    logged = _drift_history(history)
+    logged = drift.history
+    assert history.history["drift_cos_min"] == [1.0, 1.0]
     assert len(drift.block_names) >= 2
     for name in drift.block_names:
         assert logged[f"drift_cos_{name}"] == [1.0, 1.0]
@@ -76,8 +73,8 @@ def test_large_learning_rate_moves_the_features_and_the_warning_fires():
     callbacks = [ProgressiveUnfreeze({0: "all"}), FeatureDrift(x[:16], min_similarity=0.9)]
     with pytest.warns(UserWarning, match=r"FeatureDrift: epoch \d: cos similarity to the "
                       r"pretrained features fell below 0.9 in .*block3"):
-        history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
-    logged = _drift_history(history)
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
+    logged = callbacks[1].history
     assert all(v < 0.9 for v in logged["drift_cos_block3"])
     assert all(v < 1.0 for v in logged["drift_cka_block3"])
     assert logged["drift_cos_min"] == [min(logged[f"drift_cos_{b}"][i] for b in BLOCKS)
@@ -95,7 +92,8 @@ def test_rollback_puts_the_backbone_back_to_the_start_of_the_stage_in_any_callba
                  ProgressiveUnfreeze({0: "none", 2: "all"})]
     with pytest.warns(UserWarning, match="rolled back to the start of this stage"):
         history = model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=callbacks)
-    logged = _drift_history(history)
+    assert history.history["drift_rollback"] == [0, 0, 1]
+    logged = callbacks[0].history
     assert logged["drift_rollback"] == [0, 0, 1]
     assert logged["drift_cos_block3"][:2] == [1.0, 1.0] and logged["drift_cos_block3"][2] < 0.9
     after = _backbone_values(model)
@@ -110,10 +108,25 @@ def test_drift_keys_reach_csv_logger_listed_after(tmp_path):
     x, y = tiny.data(16)
     path = tmp_path / "log.csv"
     model.fit(x, y, epochs=1, batch_size=8, verbose=0,
-              callbacks=[FeatureDrift(x[:8], cka=False), keras.callbacks.CSVLogger(str(path))])
+              callbacks=[FeatureDrift(x[:8], cka=False, log_blocks=True),
+                         keras.callbacks.CSVLogger(str(path))])
     with open(path) as f:
         row = next(csv.DictReader(f))
     assert float(row["drift_cos_block1"]) == 1.0 and "drift_cka_block1" not in row
+
+
+def test_the_epoch_line_shows_only_the_drift_summaries(capsys):
+    model = tiny.nested_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y = tiny.data(16)
+    drift = FeatureDrift(x[:8])
+    history = model.fit(x, y, epochs=1, batch_size=8, verbose=2, callbacks=[drift])
+    line = capsys.readouterr().out
+    assert "drift_cos_min" in line and "drift_cka_min" in line and "drift_cos_block" not in line
+    assert {k for k in history.history if k.startswith("drift_")} == {"drift_cos_min",
+                                                                       "drift_cka_min"}
+    assert set(drift.history) == {f"drift_{m}_{b}" for m in ("cos", "cka")
+                                  for b in (*BLOCKS, "min")}
 
 
 def test_cka_ignores_a_rotation_and_scaling_of_the_features_cosine_does_not():

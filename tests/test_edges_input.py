@@ -9,6 +9,7 @@ with ``build_model`` replaced by a function that fails the test if the model is 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -206,8 +207,14 @@ def test_a_listing_that_matches_nothing_says_so_and_why():
     ("keras_tlft", "keras-tlft's own heads and schedule presets cannot be disabled"),
 ])
 def test_disabling_a_plugin_that_is_not_there_says_so(value, words):
-    rc, err, _ = cli("plugins", "--json", env={"KERAS_TLFT_DISABLE_PLUGINS": value})
+    # `list` warns on stderr; `plugins` reports failures in its own output (its JSON).
+    env = {**os.environ, "KERAS_TLFT_DISABLE_PLUGINS": value}
+    rc, err, _ = cli("list", "vgg16", "--json", env=env)
     assert rc == 0 and words in err, err
+    proc = subprocess.run([sys.executable, "-m", "keras_tlft", "plugins", "--json"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    failures = [f["reason"] for f in json.loads(proc.stdout)["failures"]]
+    assert proc.returncode == 0 and any(words in " ".join(r.split()) for r in failures), failures
 
 
 def test_disabled_plugins_lists_only_plugins_that_were_disabled(monkeypatch):

@@ -69,8 +69,7 @@ def test_strict_mode_raises_the_import_error(fake_plugins, monkeypatch):
 
 
 def test_cli_plugins_reports_failures_and_list_keeps_working(fake_plugins, capsys):
-    with pytest.warns(UserWarning):
-        assert cli.main(["plugins", "--json"]) == 0
+    assert cli.main(["plugins", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     names = {p["name"]: p for p in doc["plugins"]}
     assert names["good"]["backbones"] == 1

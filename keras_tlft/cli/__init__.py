@@ -7,7 +7,10 @@ Heavy imports (Keras, TensorFlow) happen inside the verbs that need them, so ``-
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
+import warnings
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,15 +18,19 @@ from rich.markup import escape
 from keras_tlft.batchnorm import BN_POLICIES
 from keras_tlft.cli._common import (
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_OK,
+    HelpFormatter,
     UsageError,
+    _examples,
     _fmt_int,
     _learning_rate,
     _positive_int,
     _print_json,
     _quiet_tensorflow,
     _shape,
+    make_console,
     print_figures,
 )
 from keras_tlft.cli.bench import _render_bench, cmd_bench
@@ -95,10 +102,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
 def make_parser() -> argparse.ArgumentParser:
     from keras_tlft import __version__
 
@@ -111,7 +114,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.epilog = _examples("keras-tlft list 'resnet*'", "keras-tlft inspect vgg16 --unfreeze 1",
                               "keras-tlft plugins --verbose", "keras-tlft COMMAND --help")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # --debug after the verb too; SUPPRESS keeps the subparser from resetting a --debug given
     # before it.
@@ -121,14 +124,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     def verb(name, examples, **kwargs):
         return sub.add_parser(name, parents=[debug], epilog=_examples(*examples),
-                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+                              formatter_class=HelpFormatter, **kwargs)
 
     p = verb("list", ["keras-tlft list", "keras-tlft list 'resnet*'",
                       "keras-tlft list '*:vgg*' --json", "keras-tlft list --source keras_hub",
                       "keras-tlft list --offline-weights", "keras-tlft list | grep efficientnet"],
              help="every registered backbone",
              description="Every registered backbone, by source, then by name in natural order "
-             "(resnet50 before resnet101). Plain columns when the output is not a terminal.")
+             "(resnet50 before resnet101).\n\nIn a pipe or a file: plain columns, one backbone "
+             "a line. Columns that do not fit the width (COLUMNS, else 80) are left out, never "
+             "a name; --json has every field.")
     p.add_argument("pattern", nargs="?", metavar="PATTERN",
                    help="only names (or source:name, or aliases) matching this wildcard, e.g. "
                    "'resnet*' or '*:vgg*' (quote it from the shell)")
@@ -155,9 +160,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb("check", ["keras-tlft check", "keras-tlft check example --build",
                        "keras-tlft check keras_cv --json"],
              help="run the conformance kit over installed plugins' backbones",
-             description="Run keras_tlft.testing.check_backbone_spec over every backbone of the "
-             "installed plugins (or of PLUGIN), plus the plugins' load and registration "
-             "failures. Exit 1 with a table of what fails.")
+             description="Run the conformance kit (keras_tlft.testing.check_backbone_spec) over "
+             "every backbone of the installed plugins, or of PLUGIN.\n\nThe plugins' load and "
+             "registration failures count too. Exit 1 with a table of what fails.")
     p.add_argument("plugin", nargs="?", metavar="PLUGIN", help="only this plugin's backbones")
     p.add_argument("--build", action="store_true",
                    help="also build each backbone offline at a small input (64 pixels, or its "
@@ -168,9 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb("new-plugin", ["keras-tlft new-plugin mylab",
                             "keras-tlft new-plugin mylab --directory plugins/mylab"],
              help="create a backbone-plugin project whose tests pass out of the box",
-             description="Write a plugin project (pyproject.toml with the entry point, a package "
-             "registering a tiny example backbone, tests running the conformance kit) into "
-             "DIRECTORY (default: keras-tlft-NAME).")
+             description="Write a backbone-plugin project into DIRECTORY (default: "
+             "keras-tlft-NAME).\n\nIt holds pyproject.toml with the entry point, a package "
+             "registering a tiny example backbone, and tests running the conformance kit.")
     p.add_argument("name", metavar="NAME",
                    help="the plugin's name: lowercase letters, digits and '_' (the entry point "
                    "and the source of its backbones)")
@@ -182,14 +187,15 @@ def make_parser() -> argparse.ArgumentParser:
         "inspect",
         ["keras-tlft inspect vgg16", "keras-tlft inspect resnet50 --head gap --num-classes 10 "
          "--unfreeze 1", "keras-tlft inspect mobilenet_v2 --unfreeze from:100 --layers",
-         "keras-tlft inspect mobilenet_v2 --head gap --num-classes 10 --schedule "
-         "gradual:every=2 --epochs 10 --learning-rate 1e-3",
+         "keras-tlft inspect mobilenet_v2 --head gap --num-classes 10 \\\n"
+         "    --schedule gradual:every=2 --epochs 10 --learning-rate 1e-3",
          "keras-tlft inspect mine.keras --json"],
         help="layers, blocks and parameters of a backbone (built offline, weights=None)",
-        description="Layers, blocks and parameters of a backbone, built with weights=None. "
+        description="Layers, blocks and parameters of a backbone, built with weights=None.\n\n"
         "Without --head the backbone is shown as Keras builds it (all trainable); with --head "
-        "it is the model build_model returns (backbone frozen). --unfreeze shows what an "
-        "unfreeze state trains, exactly as ProgressiveUnfreeze applies it.",
+        "it is the model build_model returns (backbone frozen).\n\n--unfreeze shows what an "
+        "unfreeze state trains, exactly as ProgressiveUnfreeze applies it; --schedule shows a "
+        "schedule stage by stage.",
     )
     p.add_argument("name", help="backbone name, e.g. vgg16 or applications:resnet50")
     p.add_argument("--input-shape", metavar="H,W,C", help="input shape (default: the backbone's)")
@@ -221,12 +227,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = verb(
         "bench",
         ["keras-tlft bench mobilenet_v2",
-         "keras-tlft bench resnet50 --batch-size 64 --mixed-precision --phases frozen,full",
+         "keras-tlft bench resnet50 --batch-size 64 --mixed-precision \\\n"
+         "    --phases frozen,full",
          "keras-tlft bench mobilenet_v2 --backend jax --json"],
         help="throughput, memory and stage-change cost per training phase (synthetic data)",
         description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "
-        "unfrozen, fully unfrozen, inference. Uses the GPU when there is one; on a CPU it runs "
-        "with small defaults. Ctrl-C stops it with the phases finished so far.",
+        "unfrozen, fully unfrozen, inference.\n\nUses the GPU when there is one; on a CPU it "
+        "runs with small defaults. Ctrl-C stops it with the phases finished so far.",
     )
     p.add_argument("name", help="backbone name, e.g. mobilenet_v2")
     p.add_argument("--batch-size", type=_positive_int, help="default: 32 on a GPU, 8 on a CPU")
@@ -258,13 +265,19 @@ def main(argv=None) -> int:
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(_attach_dash_values(parser, argv))
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    out = Console(highlight=False, emoji=False)
+    out = make_console()
     try:
-        return args.func(args, out)
+        with warnings.catch_warnings():
+            warnings.showwarning = _plugin_warnings_to(err, args.command)
+            code = args.func(args, out)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         return 130
@@ -277,6 +290,42 @@ def main(argv=None) -> int:
         err.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}')} [dim](rerun with "
                   f"--debug for the traceback)[/dim]", soft_wrap=True)
         return EXIT_FAILURE
+
+
+def _plugin_warnings_to(err: Console, command: str):
+    """A ``warnings.showwarning`` that reports plugin problems once, as one line of ours on
+    stderr (``plugins`` and ``check`` report failures in their own output); other warnings go
+    to Python's own."""
+    from keras_tlft.registry import NameCollisionWarning, PluginWarning
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if isinstance(message, NameCollisionWarning):
+            err.print(f"[yellow]name collision:[/yellow] {escape(message.collision.message())}",
+                      soft_wrap=True)
+        elif isinstance(message, PluginWarning):
+            if command not in ("plugins", "check"):
+                err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed it (``keras-tlft list | head -1``): stop quietly, as ``ls``
+    does. Exit 141 (128 + SIGPIPE), the status a shell shows for ``ls`` there, so that a
+    ``set -o pipefail`` script sees the same as with any other command, and neither our 0
+    (everything printed) nor our 1 (the work failed). As the Python docs advise, stdout is
+    pointed at devnull so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (a test's)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def is_bad_input(exc: BaseException) -> bool:

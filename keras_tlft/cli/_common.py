@@ -1,5 +1,6 @@
-"""What every verb of the CLI shares: exit codes, bad-input errors, argument types, figure
-tables, and importing Keras quietly."""
+"""What every verb of the CLI shares: exit codes, bad-input errors, argument types, the
+consoles (control characters stripped), tables fitted to the terminal's width, and importing
+Keras quietly."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import argparse
 import json
 import os
 import sys
+import textwrap
+from collections.abc import Callable, Iterable
 
 from rich.console import Console
 from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 
+from keras_tlft.terminal import CONTROLS as _CONTROLS
+from keras_tlft.terminal import strip_controls
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `ls | head -1`
 
 
 class UsageError(ValueError):
@@ -27,15 +35,102 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+class _SafeConsole(Console):
+    """A rich console that strips control characters from every string it is given, before
+    layout (so widths are right), and from the text of every segment it renders (text built
+    otherwise). Styles are rich's own, applied afterwards; cursor-control segments are rich's."""
+
+    def render_str(self, text: str, **kwargs):
+        return super().render_str(strip_controls(text), **kwargs)
+
+    def render(self, renderable, options=None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not _CONTROLS.search(segment.text):
+                yield segment
+            else:
+                yield Segment(strip_controls(segment.text), segment.style)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The CLI's console for people (stdout) or for messages (``stderr=True``)."""
+    return _SafeConsole(stderr=stderr, highlight=False, emoji=False)
+
+
+def natural_width(out: Console, renderable) -> int:
+    """The width ``renderable`` takes when nothing is cut or wrapped."""
+    return Measurement.get(out, out.options.update(max_width=1000), renderable).maximum
+
+
+def fit_columns(width: int, columns: list[str], drop: Iterable[str],
+                measure: Callable[[list[str]], int]) -> list[str]:
+    """The columns to show in ``width``: ``columns`` less those of ``drop`` (least useful first)
+    until ``measure(kept)`` fits. Names a user types are never in ``drop``, so when even the
+    remaining columns are too wide they are printed whole, wider than ``width``."""
+    kept = list(columns)
+    for name in drop:
+        if measure(kept) <= width:
+            break
+        if name in kept:
+            kept.remove(name)
+    return kept
+
+
+def print_fitted(out: Console, make: Callable[[list[str]], Table], columns: list[str],
+                 drop: Iterable[str]) -> list[str]:
+    """Print the table ``make(columns)`` with columns of ``drop`` left out (least useful first)
+    until it fits the console; say which were left out. Returns the columns left out."""
+    kept = fit_columns(out.width, columns, drop, lambda cols: natural_width(out, make(cols)))
+    print_figures(out, make(kept))
+    left_out = [c for c in columns if c not in kept]
+    if left_out:
+        out.print(f"[dim]left out to fit {out.width} columns: {', '.join(left_out)} "
+                  "(a wider terminal or --json shows them)[/dim]")
+    return left_out
+
+
+def print_rows(out: Console, rows: list[dict[str, str]], columns: list[str],
+               drop: Iterable[str], right: Iterable[str] = (), **table_options) -> list[str]:
+    """Print ``rows`` (each a dict of rich-markup cells by column; untrusted text escaped) as a
+    table whose cells never wrap, with columns of ``drop`` left out, least useful first, until it
+    fits the console (see :func:`print_fitted`). Returns the columns left out."""
+    right = set(right)
+
+    def make(kept):
+        table = Table(**table_options)
+        for col in kept:
+            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[c] for c in kept))
+        return table
+
+    return print_fitted(out, make, columns, drop)
+
+
 def print_figures(out: Console, table: Table) -> None:
     """Print a table of figures at its natural width: never cut to fit a narrow terminal or a
     pipe's default 80 columns (a too-narrow terminal wraps the lines instead)."""
-    natural = Measurement.get(out, out.options.update(max_width=1000), table).maximum
+    natural = natural_width(out, table)
     width, out.width = out.width, max(out.width, natural)
     try:
         out.print(table)
     finally:
         out.width = width
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` text: a description's paragraphs (separated by a blank line) each filled to
+    the terminal's width; the examples (an epilog starting ``examples:``) kept line by line."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent) for p in text.split("\n\n"))
+
+
+def _examples(*lines: str) -> str:
+    """An epilog of example commands; one longer than 78 columns goes on with `` \\`` lines."""
+    return "examples:\n" + "\n".join(f"  {line}".replace("\n", "\n  ") for line in lines)
 
 
 def _quiet_tensorflow() -> None:

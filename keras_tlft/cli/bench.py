@@ -7,7 +7,6 @@ import sys
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from keras_tlft.cli._common import (
     EXIT_OK,
@@ -17,7 +16,8 @@ from keras_tlft.cli._common import (
     _quiet_tensorflow,
     check_batch_memory,
     check_steps,
-    print_figures,
+    make_console,
+    print_rows,
 )
 
 # --- bench ------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def cmd_bench(args, out: Console) -> int:
     batch = args.batch_size or (32 if on_gpu else 8)
     _check_bench_sizes(args, batch)
     steps = args.steps or (50 if on_gpu else 10)
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     if not on_gpu and not args.json:
         err.print(f"[yellow]No GPU: measuring on {escape(device)} with small defaults "
                   f"(batch {batch}, {steps} steps).[/yellow]")
@@ -110,20 +110,22 @@ def _render_bench(r, out: Console) -> None:
               f"batch "
               f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
               f"{r.warmup_steps} warm-up, {mp}, {jit}")
-    table = Table()
-    for col in ("phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
-                "trace s", "change s"):
-        table.add_column(col, justify="left" if col in ("phase", "unfreeze") else "right")
-    for p in r.phases:
-        table.add_row(
-            p.phase, escape(p.unfreeze or "-"), _fmt_int(p.trainable_params),
-            f"{p.step_ms_median:.1f}",
-            f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}", f"{p.images_per_second:.1f}",
-            f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
-            f"{p.trace_seconds:.2f}",
-            f"{p.stage_change_seconds:.3f}" if p.stage_change_seconds is not None else "-",
-        )
-    print_figures(out, table)
+    rows = [{
+        "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
+        "trainable": _fmt_int(p.trainable_params), "ms/step": f"{p.step_ms_median:.1f}",
+        "p10-p90": f"{p.step_ms_p10:.1f}-{p.step_ms_p90:.1f}",
+        "img/s": f"{p.images_per_second:.1f}",
+        "peak MiB": f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb is not None else "-",
+        "trace s": f"{p.trace_seconds:.2f}",
+        "change s": (f"{p.stage_change_seconds:.3f}"
+                     if p.stage_change_seconds is not None else "-"),
+    } for p in r.phases]
+    # The unfreeze spec is typed back (--partial); the spread and the trace time go first.
+    columns = ["phase", "unfreeze", "trainable", "ms/step", "p10-p90", "img/s", "peak MiB",
+               "trace s", "change s"]
+    print_rows(out, rows, columns, ["p10-p90", "trace s", "peak MiB", "trainable"],
+               right=("trainable", "ms/step", "p10-p90", "img/s", "peak MiB", "trace s",
+                      "change s"))
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")

@@ -15,6 +15,7 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     _shape,
+    print_rows,
 )
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -126,28 +127,8 @@ def _render_inspect(r: dict, out: Console) -> None:
     types = ", ".join(f"{n} {t}" for t, n in sorted(r["layer_types"].items(), key=lambda x: -x[1]))
     out.print(f"{r['layers']} layers: {escape(types)}")
     if r.get("layer_table"):
-        lt = Table(title="layers")
-        for col, justify in [("#", "right"), ("name", "left"), ("type", "left"),
-                             ("params", "right"), ("trainable", "right"), ("block", "left")]:
-            # Layer names are folded onto more lines, never cut: from:LAYER_NAME needs them.
-            lt.add_column(col, justify=justify, overflow="fold",
-                          no_wrap=col in ("#", "params", "trainable"))
-        for row in r["layer_table"]:
-            lt.add_row(str(row["index"]), escape(row["name"]), escape(row["type"]),
-                       _fmt_int(row["params"]), _fmt_int(row["trainable_params"]),
-                       escape(row["block"]))
-        out.print(lt)
-    bt = Table(title="blocks")
-    for col, justify in [("block", "left"), ("layers", "right"), ("first", "left"),
-                         ("last", "left"), ("params", "right"), ("trainable", "right")]:
-        bt.add_column(col, justify=justify, overflow="fold",
-                      no_wrap=col in ("layers", "params", "trainable"))
-    for b in r["blocks"]:
-        trainable = _fmt_int(b["trainable_params"]) if b["trainable"] else "[dim]frozen[/dim]"
-        bt.add_row(escape(b["name"]), f"{b['first_layer']}-{b['last_layer']}",
-                   escape(b["first_layer_name"]), escape(b["last_layer_name"]),
-                   _fmt_int(b["params"]), trainable)
-    out.print(bt)
+        _render_layers(r["layer_table"], out)
+    _render_blocks(r["blocks"], out)
     totals = Table(show_header=False, box=None)
     totals.add_column(justify="left")
     totals.add_column(justify="right")
@@ -163,10 +144,32 @@ def _render_inspect(r: dict, out: Console) -> None:
         _render_plan(r["plan"], out)
 
 
+# Layer names are never cut or folded (from:LAYER_NAME needs them whole, also copied from a
+# pipe): they do not wrap, and the other columns go, least useful first, when the table is too
+# wide.
+def _render_layers(layer_table: list, out: Console) -> None:
+    rows = [{"#": str(row["index"]), "name": escape(row["name"]), "type": escape(row["type"]),
+             "params": _fmt_int(row["params"]), "trainable": _fmt_int(row["trainable_params"]),
+             "block": escape(row["block"])} for row in layer_table]
+    print_rows(out, rows, ["#", "name", "type", "params", "trainable", "block"],
+               ["type", "params", "block"], right=("#", "params", "trainable"), title="layers")
+
+
+def _render_blocks(blocks: list, out: Console) -> None:
+    rows = [{"block": escape(b["name"]), "layers": f"{b['first_layer']}-{b['last_layer']}",
+             "first": escape(b["first_layer_name"]), "last": escape(b["last_layer_name"]),
+             "params": _fmt_int(b["params"]),
+             "trainable": _fmt_int(b["trainable_params"]) if b["trainable"]
+             else "[dim]frozen[/dim]"} for b in blocks]
+    print_rows(out, rows, ["block", "layers", "first", "last", "params", "trainable"],
+               ["params", "last", "layers"], right=("layers", "params", "trainable"),
+               title="blocks")
+
+
 def _render_plan(plan: list, out: Console) -> None:
     table = Table(title="schedule plan")
     for col in ("stage", "epochs", "unfreeze", "new blocks", "trainable", "head lr",
-                "block lr (top..bottom)"):
+                "block lr"):
         # Folded, never cut with an ellipsis: a learning rate must stay whole in a narrow pipe.
         table.add_column(col, justify="right" if col == "trainable" else "left",
                          overflow="fold", no_wrap=col in ("trainable", "head lr"))
@@ -176,13 +179,20 @@ def _render_plan(plan: list, out: Console) -> None:
         head, *blocks = [_rate(r) for r in s["learning_rates"]]
         span = "-" if not blocks else blocks[0] if blocks[0] == blocks[-1] else (
             f"{blocks[0]}..{blocks[-1]}")
-        table.add_row(str(s["stage"]), f"{start}-{end}" if start != "?" else s["trigger"],
+        # A plateau's trigger is one sentence for every stage: said once, under the table.
+        when = (f"{start}-{end}" if start != "?" else
+                s["trigger"] if s["trigger"] == "start" else "plateau")
+        table.add_row(str(s["stage"]), when,
                       escape(str(s["unfreeze"])), escape(", ".join(s["new_blocks"]) or "-"),
                       _fmt_int(s.get("model_trainable_params", s["trainable_params"])), head, span)
     out.print(table)
     out.print("[dim]trainable: the model's trainable parameters (head included), as the totals "
-              "count them; block lr: the unfrozen blocks' learning rates, top block first (xN: "
+              "count them; block lr: the unfrozen blocks' learning rates, top..bottom (xN: "
               "times the optimizer's)[/dim]")
+    triggers = dict.fromkeys(s["trigger"] for s in plan
+                             if s["start_epoch"] is None and s["trigger"] != "start")
+    for trigger in triggers:
+        out.print(f"[dim]plateau: the next stage begins when {escape(trigger)}[/dim]")
     shape = plan[0].get("lr_shape")
     if shape:
         out.print(f"[dim]learning rates: {escape(shape)}[/dim]")

@@ -17,7 +17,11 @@ from keras_tlft.cli._common import (
     _print_json,
     _quiet_tensorflow,
     _shape,
-    print_figures,
+    fit_columns,
+    make_console,
+    print_fitted,
+    print_rows,
+    strip_controls,
 )
 
 # --- list -------------------------------------------------------------------------------------
@@ -25,14 +29,14 @@ from keras_tlft.cli._common import (
 
 def _report_collisions(registry) -> None:
     """Bare names that several sources register, on stderr (a message, not the listing)."""
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     for collision in registry.collisions:
         err.print(f"[yellow]name collision:[/yellow] {escape(collision.message())}",
                   soft_wrap=True)
 
 
 def cmd_list(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry, list_backbones
+    from keras_tlft.registry import list_backbones
 
     if args.source is not None and not args.source.strip():
         raise UsageError("--source is empty: give a source such as applications (run "
@@ -62,7 +66,6 @@ def cmd_list(args, out: Console) -> int:
         }
         for s in specs
     ]
-    _report_collisions(get_registry())
     if args.json:
         return _print_json(rows)
     header = ["name", "source", "family", "parameters", "input", "blocks", "offline"]
@@ -70,16 +73,26 @@ def cmd_list(args, out: Console) -> int:
               _shape(r["default_input_shape"]), str(r["blocks"] or "derived"),
               ", ".join(r["offline_weights"]) or "-"] for r in rows]
     right = {"parameters", "input", "blocks"}
+    # Names are what a user types: never cut; the other columns go, least useful first.
+    drop = ["offline", "family", "blocks", "input", "parameters"]
     if not out.is_terminal:  # a pipe or a file: plain columns, as `pip list` prints them
-        _print_plain(header, cells, right)
+        if left_out := _print_plain(header, cells, right, width=out.width, drop=drop):
+            make_console(stderr=True).print(
+                f"[dim]left out to fit {out.width} columns: {', '.join(left_out)} (COLUMNS=200 "
+                "or --json shows them)[/dim]")
         return EXIT_OK
-    table = Table(title=f"{len(rows)} backbones",
-                  caption="offline: pretrained weights that load with no network")
-    for col in header:
-        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
-    for row in cells:
-        table.add_row(*(escape(c) for c in row))
-    print_figures(out, table)
+
+    def make(columns):
+        caption = "offline: pretrained weights that load with no network"
+        table = Table(title=f"{len(rows)} backbones", show_edge=False,
+                      caption=caption if "offline" in columns else None)
+        for col in columns:
+            table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+        for row in cells:
+            table.add_row(*(escape(c) for c, h in zip(row, header) if h in columns))
+        return table
+
+    print_fitted(out, make, header, drop)
     return EXIT_OK
 
 
@@ -87,7 +100,7 @@ def _say_why_nothing_matched(args) -> None:
     """An empty listing is not silent: say on stderr which filter left nothing, and why."""
     from keras_tlft.registry import list_backbones
 
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     if args.pattern is not None and not list_backbones(args.source, pattern=args.pattern):
         where = f" from source {args.source!r}" if args.source else ""
         why = ("the pattern must match a whole name, source:name or alias, with the wildcards "
@@ -100,14 +113,20 @@ def _say_why_nothing_matched(args) -> None:
                   "no network[/yellow] (drop --offline-weights to see them).", soft_wrap=True)
 
 
-def _print_plain(header: list[str], cells: list[list[str]], right: set[str]) -> None:
-    """Columns separated by two spaces, under a header and a rule, without styling or cuts."""
-    widths = [max(len(x) for x in column) for column in zip(header, *cells)]
-    rule = ["-" * w for w in widths]
+def _print_plain(header: list[str], cells: list[list[str]], right: set[str],
+                 width: int | None = None, drop: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Columns separated by two spaces, under a header and a rule, without styling or cuts;
+    columns of ``drop`` left out (least useful first) until the lines fit ``width``. Returns the
+    columns left out."""
+    widths = {h: max(map(len, column)) for h, *column in zip(header, header, *cells)}
+    kept = fit_columns(width or 10**6, header, drop,
+                       lambda cols: sum(widths[c] for c in cols) + 2 * (len(cols) - 1))
+    rule = ["-" * widths[h] for h in header]
     for row in (header, rule, *cells):
-        line = "  ".join(c.rjust(w) if h in right else c.ljust(w)
-                         for c, w, h in zip(row, widths, header))
-        sys.stdout.write(line.rstrip() + "\n")
+        line = "  ".join(c.rjust(widths[h]) if h in right else c.ljust(widths[h])
+                         for c, h in zip(row, header) if h in kept)
+        sys.stdout.write(strip_controls(line.rstrip()) + "\n")
+    return [h for h in header if h not in kept]
 
 
 # --- plugins ----------------------------------------------------------------------------------
@@ -161,13 +180,12 @@ def cmd_plugins(args, out: Console) -> int:
 
 
 def _render_plugins_table(rows: list, out: Console) -> None:
-    table = Table(title="keras-tlft plugins")
-    for col in ("plugin", "distribution", "version", "backbones", "hooks"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(escape(r["name"]), escape(r["distribution"] or "-"),
-                      escape(r["version"] or "-"), str(r["backbones"]), ", ".join(r["hooks"]))
-    out.print(table)
+    """Plugin names whole (`check PLUGIN` takes them); the other columns go when too wide."""
+    rows = [{"plugin": escape(r["name"]), "distribution": escape(r["distribution"] or "-"),
+             "version": escape(r["version"] or "-"), "backbones": str(r["backbones"]),
+             "hooks": "\n".join(r["hooks"])} for r in rows]
+    print_rows(out, rows, ["plugin", "distribution", "version", "backbones", "hooks"],
+               ["hooks", "distribution", "version"], title="keras-tlft plugins")
 
 
 def _render_plugins_verbose(rows: list, out: Console) -> None:
@@ -214,7 +232,7 @@ def cmd_check(args, out: Console) -> int:
                 for f in registry.failures if f.plugin in selected]
     if args.build:
         _quiet_tensorflow()
-    err = Console(stderr=True, highlight=False, emoji=False)
+    err = make_console(stderr=True)
     with err.status("checking", spinner="dots") if not args.json else _no_status() as status:
         for i, spec in enumerate(specs, start=1):
             if status is not None:
@@ -269,7 +287,7 @@ def _render_check(doc: dict, out: Console) -> None:
         return
     table = Table()
     table.add_column("plugin", no_wrap=True)
-    table.add_column("backbone", overflow="fold")
+    table.add_column("backbone", no_wrap=True)  # a name to type: whole; the problem folds
     table.add_column("problem", overflow="fold")
     for f in doc["failures"]:
         table.add_row(escape(f["plugin"] or "-"), escape(f["backbone"] or "(plugin)"),

@@ -10,18 +10,20 @@ import argparse
 import os
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from keras_tlft.cli._common import (
     EXIT_OK,
+    HelpFormatter,
     UsageError,
+    _examples,
     _positive_int,
     _print_json,
     _quiet_tensorflow,
     _shape,
     check_batch_memory,
     check_steps,
-    print_figures,
+    print_rows,
 )
 
 
@@ -31,10 +33,16 @@ def add_parser(sub) -> None:
         "lr-find",
         help="learning-rate range test (fastai's lr_find): suggested rates, per stage",
         description="Run the learning-rate range test on a backbone + head built as build_model "
-        "builds it: the learning rate grows exponentially over --steps steps, the smoothed loss "
-        "is recorded until it diverges, and the steepest-descent and minimum/10 learning rates "
-        "are suggested, for the head and, with --schedule, for each stage. Data: synthetic "
-        "images and labels (as bench uses), or --data FILE.npz with arrays x and y.",
+        "builds it.\n\nThe learning rate grows exponentially over --steps steps, the smoothed "
+        "loss is recorded until it diverges, and the steepest-descent and minimum/10 learning "
+        "rates are suggested, for the head and, with --schedule, for each stage.\n\nData: "
+        "synthetic images and labels (as bench uses), or --data FILE.npz with arrays x and y.",
+        epilog=_examples("keras-tlft lr-find mobilenet_v2",
+                         "keras-tlft lr-find mobilenet_v2 --schedule gradual:every=2 --steps 50",
+                         "keras-tlft lr-find resnet50 --data train.npz --weights imagenet "
+                         "--plot lr.png",
+                         "keras-tlft lr-find mobilenet_v2 --json"),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("name", help="backbone name, e.g. mobilenet_v2")
     p.add_argument("--data", metavar="FILE.npz", help="arrays x (images, 0-255) and y (integer "
@@ -213,18 +221,18 @@ def _render(result, key: str, args: argparse.Namespace, out: Console) -> None:
     out.print(f"[bold]{key}[/bold] learning-rate range test: {result.steps} steps, "
               f"{result.start_lr:g} to {result.end_lr:g}, batch {args.batch_size}, "
               f"data {args.data or 'synthetic'}")
-    table = Table()
-    for col in ("test", "unfreeze", "blocks", "trainable", "steps", "end", "steepest",
-                "minimum/10"):
-        table.add_column(col, no_wrap=True, justify="left" if col in (
-            "test", "unfreeze", "blocks", "end") else "right")
+    rows = []
     for t in result.tests:
         blocks = "-" if not t.blocks else t.blocks[0] if len(t.blocks) == 1 else (
             f"{t.blocks[0]}..{t.blocks[-1]} ({len(t.blocks)})")
-        table.add_row(t.name, t.unfreeze or "-", blocks, f"{t.trainable_params:,}",
-                      str(len(t.losses)), "diverged" if t.diverged else "all steps",
-                      _lr(t.steepest), _lr(t.minimum_tenth))
-    print_figures(out, table)
+        rows.append({"test": escape(t.name), "unfreeze": escape(t.unfreeze or "-"),
+                     "blocks": escape(blocks), "trainable": f"{t.trainable_params:,}",
+                     "steps": str(len(t.losses)),
+                     "end": "diverged" if t.diverged else "all steps",
+                     "steepest": _lr(t.steepest), "minimum/10": _lr(t.minimum_tenth)})
+    print_rows(out, rows, ["test", "unfreeze", "blocks", "trainable", "steps", "end",
+                           "steepest", "minimum/10"], ["steps", "end", "trainable", "blocks"],
+               right=("trainable", "steps", "steepest", "minimum/10"))
     if args.plot:
         out.print(f"plot: {args.plot}")
 
