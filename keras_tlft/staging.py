@@ -220,7 +220,12 @@ class Stager:
         expected = len(self.model.optimizer.variables)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.model.load_weights(path)
+            try:
+                self.model.load_weights(path)
+            except Exception as exc:  # after fit_checks.check_resume_file: not expected
+                raise ValueError(f"Cannot resume from {path!r}: Keras could not load it "
+                                 f"({type(exc).__name__}: {exc}). "
+                                 f"Received: resume_from={path!r}") from exc
         skipped = [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
         for w in caught:
             if w not in skipped:

@@ -186,6 +186,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         backbone = locate_backbone(model, self.backbone, self.blocks)
         stager = Stager(model, backbone, self.schedule, self.allow_empty_stages)
         if self.resume_from is not None and not self._resumed:
+            fit_checks.check_resume_file(self.resume_from, model)  # before any weight changes
             self._resumed = stager.restore_optimizer(self.resume_from)  # once: later fits go on
             if self.verbose:
                 compat.print_msg("ProgressiveUnfreeze: optimizer state and stage records "

@@ -127,9 +127,72 @@ def test_resume_from_a_file_of_another_schedule_is_refused(reference):
         model = keras.saving.load_model(path)
     x, y = data(16)
     callback = ProgressiveUnfreeze({0: "none", 1: 2}, resume_from=path)  # fewer variables
-    with pytest.raises(ValueError, match=r"Cannot restore the optimizer state saved in .*"
-                                         r"Received: resume_from="):
+    before = model.get_weights()
+    with pytest.raises(ValueError) as info:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    message = str(info.value)
+    assert f"Cannot resume from {str(path)!r}: its optimizer state (22 variables) is not " \
+           "laid out as this model's optimizer" in message
+    assert "nothing was loaded" in message and f"Received: resume_from={str(path)!r}" in message
+    _assert_unchanged(before, model.get_weights())
+
+
+def _assert_unchanged(before, after) -> None:
+    assert len(before) == len(after)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _fresh_staged_model():
+    model = nested_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model
+
+
+def test_resume_from_an_unrelated_keras_file_names_it_and_leaves_the_model_as_it_was(tmp_path):
+    # Another model with the same backbone and another head: Keras's load_weights would
+    # overwrite the backbone, then fail at the head.
+    other = nested_model(seed=1, n_out=3)
+    other.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y3 = data(8, n_out=3)
+    other.fit(x, y3, epochs=1, verbose=0)
+    other.save(tmp_path / "other.keras")
+    model = _fresh_staged_model()
+    callback = ProgressiveUnfreeze(SCHEDULE, resume_from=tmp_path / "other.keras")
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = data(8)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    message = str(info.value)
+    path = str(tmp_path / "other.keras")
+    assert f"Cannot resume from {path!r}: its optimizer state" in message
+    assert "Expected the .keras file this model was saved to" in message
+    assert f"Received: resume_from={path!r}" in message
+    _assert_unchanged(before, model.get_weights())
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "the file does not exist"),
+    (b"not a zip archive at all", "it is not a readable .keras file (BadZipFile: "),
+    ("truncated", "it is not a readable .keras file ("),
+])
+def test_resume_from_a_missing_or_broken_file_is_one_clear_error(tmp_path, reference, content,
+                                                                  problem):
+    path = tmp_path / "m.keras"
+    if content == "truncated":
+        data_bytes = reference["path"].read_bytes()
+        path.write_bytes(data_bytes[: len(data_bytes) // 2])
+    elif content is not None:
+        path.write_bytes(content)
+    model = _fresh_staged_model()
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = data(8)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[ProgressiveUnfreeze(SCHEDULE, resume_from=path)])
+    message = str(info.value)
+    assert message.startswith(f"Cannot resume from {str(path)!r}: {problem}")
+    assert "\n" not in message and f"Received: resume_from={str(path)!r}" in message
+    _assert_unchanged(before, model.get_weights())
 
 
 def test_resume_from_must_be_a_keras_file():
