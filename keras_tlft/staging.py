@@ -19,7 +19,13 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.discovery import Backbone, describe_source
 from keras_tlft.optim import StagedOptimizer, innermost_optimizer, retrace
-from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error, stage_lr_shape
+from keras_tlft.plan import (
+    describe_trigger,
+    learning_rate_rules,
+    refrozen_blocks,
+    stage_error,
+    stage_lr_shape,
+)
 from keras_tlft.schedule import MAX_STAGES, Schedule
 
 # The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
@@ -168,6 +174,7 @@ class Stager:
         bb = self.backbone
         union: set[int] = set()
         previous: set[int] = set()
+        before = range(0)
         self.stage_trained = []  # per stage, the backbone variables it trains
         with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
@@ -175,6 +182,8 @@ class Stager:
                     unfrozen = self.apply(i)
                 except ValueError as exc:
                     raise stage_error(self.schedule, i, stage, exc) from None
+                refrozen_blocks(self.schedule, i, stage, bb.blocks, unfrozen, before)
+                before = unfrozen
                 union.update(id(v) for v in self.model.trainable_variables)
                 trained = {id(v) for layer in bb.layers for v in layer.trainable_weights}
                 self.stage_trained.append(trained)
@@ -220,12 +229,7 @@ class Stager:
         expected = len(self.model.optimizer.variables)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                self.model.load_weights(path)
-            except Exception as exc:  # after fit_checks.check_resume_file: not expected
-                raise ValueError(f"Cannot resume from {path!r}: Keras could not load it "
-                                 f"({type(exc).__name__}: {exc}). "
-                                 f"Received: resume_from={path!r}") from exc
+            self.model.load_weights(path)  # after fit_checks.check_resume_file
         skipped = [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
         for w in caught:
             if w not in skipped:

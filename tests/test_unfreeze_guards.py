@@ -136,3 +136,19 @@ def test_verbose_says_model_summary_counts_the_optimizer_variables(capsys):
     model.summary(print_fn=lambda line, **kwargs: print(line))
     summary = capsys.readouterr().out
     assert f"Optimizer params: {n_params:,}" in summary
+
+
+@pytest.mark.parametrize("schedule", [{0: 2, 2: 1}, {0: "all", 2: "none"}])
+def test_a_schedule_that_freezes_blocks_again_is_refused_before_training(schedule):
+    model = nested_model()
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"Invalid schedule at epoch 2 .*: it freezes again what "
+                                         r"the stage before trained .*allow_refreeze=True"):
+        fit(model, [ProgressiveUnfreeze(schedule)], epochs=3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_allow_refreeze_runs_a_schedule_that_freezes_blocks_again():
+    history = fit(nested_model(), [ProgressiveUnfreeze({0: 2, 2: 1}, allow_refreeze=True)],
+                  epochs=3)
+    assert history.history["unfrozen_blocks"] == [2, 2, 1]
