@@ -56,10 +56,11 @@ def fit_length(schedule, params) -> tuple[int, int] | None:
 
 def warn_state_skipped() -> None:
     """Warn that fine-tuning goes on with a fresh optimizer state (the optimizer was built but
-    never stepped while the model trains more than the first stage)."""
+    never stepped while the model trains as a later stage than the first sets it)."""
     warnings.warn(
         "ProgressiveUnfreeze found the optimizer already built but never stepped while "
-        "the model trains more than the schedule's first stage: fine-tuning goes on "
+        "the model trains what a later stage than the schedule's first trains: fine-tuning "
+        "goes on "
         "with a fresh optimizer state and stage records. If this model was loaded from "
         "a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
         "in it (the callback had built the optimizer for every variable the schedule can "

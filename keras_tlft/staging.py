@@ -145,10 +145,12 @@ class Stager:
         trained_now = {id(v) for layer in backbone.layers for v in layer.trainable_weights}
         built_without_steps = _built_without_steps(model.optimizer)
         union = self.union_variables()
-        # Built but never stepped, yet training more than the first stage: a model saved past
-        # its first stage and loaded (Keras built the optimizer and skipped its saved state).
-        # On JAX fit builds the optimizer first, but for a model in its first stage, as a new one.
-        self.state_skipped = built_without_steps and not trained_now <= self.stage_trained[0]
+        # Built but never stepped, and trainable exactly as a later stage leaves the model: one
+        # saved past its first stage and loaded (Keras built the optimizer and skipped its
+        # saved state). On JAX and PyTorch fit builds a new model's optimizer before any
+        # callback sees it: a model trainable in its own way (a whole backbone) is no sign.
+        self.state_skipped = built_without_steps and trained_now != self.stage_trained[0] and (
+            trained_now in self.stage_trained[1:])
         self.staged = StagedOptimizer.install(model)
         self.staged.build(union)
         self.records = StageRecords(self.staged)
