@@ -60,12 +60,14 @@ def warn_state_skipped() -> None:
     warnings.warn(
         "ProgressiveUnfreeze found the optimizer already built but never stepped while "
         "the model trains what a later stage than the schedule's first trains: fine-tuning "
-        "goes on "
-        "with a fresh optimizer state and stage records. If this model was loaded from "
-        "a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
-        "in it (the callback had built the optimizer for every variable the schedule can "
-        "unfreeze, keras.saving.load_model builds it for those trainable when the file "
-        "was saved); to keep that state, pass resume_from='PATH.keras'.",
+        "goes on with a fresh optimizer state and stage records. If this model was loaded "
+        "from a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
+        "in it ('Skipping variable loading for optimizer': the callback had built the "
+        "optimizer for every variable the schedule can unfreeze, keras.saving.load_model "
+        "builds it for those trainable when the file was saved). To keep that state, load "
+        "the model with keras.saving.load_model('PATH.keras', compile=False), compile it as "
+        "for the first run and pass resume_from='PATH.keras'; to predict only, load it with "
+        "compile=False.",
         stacklevel=4,
     )
 

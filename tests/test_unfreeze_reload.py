@@ -6,6 +6,7 @@ backend (tests/test_backends.py); each load is a real process (helpers_unfreeze/
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -115,9 +116,46 @@ def test_resuming_from_a_keras_file_without_resume_from_says_why_the_state_is_lo
     assert list(fresh["trainable_params"]) == reference["history"]["trainable_params"]
     said = " ".join(fresh["warnings"])
     assert "Keras skipped the optimizer state saved in it" in said
-    assert "resume_from='PATH.keras'" in said
+    assert "'Skipping variable loading for optimizer'" in said  # names Keras's own warning
+    # ... and says which path to take instead (issue 23, item 21).
+    assert "keras.saving.load_model('PATH.keras', compile=False), compile it as for the first " \
+           "run and pass resume_from='PATH.keras'; to predict only, load it with " \
+           "compile=False" in said
     weights = np.concatenate([np.ravel(w) for w in reference["model"].get_weights()])
     assert not np.allclose(fresh["weights"], weights, rtol=1e-5, atol=1e-6)
+
+
+def test_the_documented_reload_paths_emit_no_warning(reference, caplog):
+    """To predict: load_model(compile=False). To resume: the same, compile as for the first run,
+    resume_from. Neither asks Keras to place the optimizer state saved for every weight the
+    schedule can unfreeze, so neither prints 'Skipping variable loading for optimizer'."""
+    path, x = reference["path"], data(16)[0]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        served = keras.saving.load_model(path, compile=False)
+        predictions = served.predict(x, verbose=0)
+        model = keras.saving.load_model(path, compile=False)
+        model.compile(keras.optimizers.Adam(1e-2), "mse")
+        history = model.fit(*data(16), batch_size=8, epochs=4, initial_epoch=2, verbose=0,
+                            shuffle=False,
+                            callbacks=[ProgressiveUnfreeze(SCHEDULE, resume_from=path)])
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "Skipping variable loading" in m], said
+    # No warning of ours or Keras's either (a library's DeprecationWarning is not the point).
+    assert not [w for w in caught if not issubclass(w.category, DeprecationWarning)], said
+    assert predictions.shape == (16, 2)
+    # The resumed run ends as the uninterrupted one: the optimizer state was restored.
+    assert history.history["trainable_params"] == reference["history"]["trainable_params"]
+    weights = np.concatenate([np.ravel(w) for w in reference["model"].get_weights()])
+    resumed = np.concatenate([np.ravel(w) for w in model.get_weights()])
+    np.testing.assert_allclose(resumed, weights, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_load_model_of_a_fine_tuning_file_is_what_warns(reference):
+    # A Keras canary: the warning the documented paths avoid (when this fails, Keras changed
+    # and the docs' advice to load with compile=False may be moot).
+    with pytest.warns(UserWarning, match="Skipping variable loading for optimizer"):
+        keras.saving.load_model(reference["path"])
 
 
 def test_resume_from_a_file_of_another_schedule_is_refused(reference):
