@@ -138,3 +138,12 @@ def test_a_block_pattern_that_is_no_string_is_refused():
 
     with pytest.raises(ValueError, match=r"The pattern 3 of block 'a' is not a string"):
         ProgressiveUnfreeze("gradual", blocks=[("a", 3)])
+
+
+def test_feature_drift_refuses_an_invalid_block_pattern_too():
+    import numpy as np
+
+    from keras_tlft import FeatureDrift
+
+    with pytest.raises(ValueError, match=r"The pattern '\[' of block 'a' is not a valid regular"):
+        FeatureDrift(np.zeros((2, 8, 8, 3), "float32"), blocks=[("a", "[")])
