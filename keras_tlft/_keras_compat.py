@@ -19,6 +19,7 @@ __all__ = [
     "nadam_product",
     "print_msg",
     "producer",
+    "saved_variable_shapes",
     "set_built_for",
     "set_follows_training",
     "sublayers",
@@ -142,6 +143,42 @@ def monitor_mode(callback) -> str:
     from keras import ops
 
     return "min" if callback.monitor_op is ops.less else "max"
+
+
+def saved_variable_shapes(path) -> tuple[list, list] | None:
+    """``(layer variable shapes, optimizer variable shapes)`` saved in the ``.keras`` file
+    ``path``, the optimizer's in their saved order; ``None`` when the file keeps its variables
+    in another form than ``model.weights.h5``. Raises what ``zipfile``/``h5py`` raise for a
+    file that is no ``.keras`` archive (missing, truncated, garbage).
+
+    Why: checking that a file fits a model before ``Model.load_weights`` touches a weight (it
+    assigns layer by layer and raises part way, or skips a mismatched optimizer with a warning)
+    needs the file's layout: Keras's archive holds ``model.weights.h5``, whose datasets are
+    ``layers/.../vars/N`` and ``optimizer/vars/N`` (``saving_lib._VARS_FNAME_H5`` and the
+    ``H5IOStore`` layout). Public alternative: ``keras.saving.load_model(path, compile=False)``,
+    which builds the whole saved model and does not give the optimizer's variables.
+    Checked: Keras 3.13.0 and 3.15.1.
+    """
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return None
+        layers, optimizer = [], {}
+        with archive.open("model.weights.h5") as member, h5py.File(member, "r") as store:
+            def visit(name, item):
+                if not isinstance(item, h5py.Dataset):
+                    return
+                parts = name.split("/")
+                if parts[:2] == ["optimizer", "vars"] and len(parts) == 3:
+                    optimizer[int(parts[2])] = tuple(item.shape)
+                elif parts[0] != "optimizer":
+                    layers.append(tuple(item.shape))
+
+            store.visititems(visit)
+    return layers, [optimizer[i] for i in sorted(optimizer)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,6 +86,23 @@ def parse_unfreeze(spec: Any, name: str = "unfreeze") -> UnfreezeState:
     )
 
 
+def block_pattern(rule: BlockRule) -> re.Pattern:
+    """``rule``'s pattern, compiled; a ``ValueError`` naming it when it is no regular
+    expression (a block rule's pattern is matched with ``re.match`` against each layer name)."""
+    problem = "is not a string"
+    if isinstance(rule.pattern, str):
+        try:
+            return re.compile(rule.pattern)
+        except re.error as exc:
+            problem = f"is not a valid regular expression ({exc})"
+    raise ValueError(
+        f"The pattern {rule.pattern!r} of block {rule.name!r} {problem}. Expected a regular "
+        "expression matched (re.match) against each layer name, such as '^block3_' (escape a "
+        "literal '[' or '(' with a backslash). "
+        f"Received: BlockRule(name={rule.name!r}, pattern={rule.pattern!r}, after={rule.after!r})"
+    )
+
+
 def cut_into_blocks(layers: Sequence, rules: Sequence[BlockRule]) -> list[Block]:
     """Cut ``layers`` into the blocks that ``rules`` describe (see :class:`BlockRule`).
 
@@ -95,12 +112,12 @@ def cut_into_blocks(layers: Sequence, rules: Sequence[BlockRule]) -> list[Block]
     if not rules:
         return derive_blocks(layers)
     names = [layer.name for layer in layers]
+    patterns = [block_pattern(rule) for rule in rules]  # the first one's too: all are checked
     starts: list[int] = []
-    for i, rule in enumerate(rules):
+    for i, (rule, rx) in enumerate(zip(rules, patterns)):
         if i == 0:
             starts.append(0)
             continue
-        rx = re.compile(rule.pattern)
         search_from = starts[-1] + (0 if rule.after else 1)
         found = next((j for j in range(search_from, len(names)) if rx.match(names[j])), None)
         start = None if found is None else found + (1 if rule.after else 0)

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.blocks import Block, count_weights, cut_into_blocks, derive_blocks
+from keras_tlft.blocks import Block, block_pattern, count_weights, cut_into_blocks, derive_blocks
 from keras_tlft.spec import (
     BACKBONE_LAYER,
     HEAD_LAYER,
@@ -272,6 +272,7 @@ def blocks_argument(blocks):
                 rules.append(BlockRule(*rule))
             else:
                 break
+            block_pattern(rules[-1])  # a bad pattern is refused here, not at the first fit
         else:
             return tuple(rules)
     raise ValueError(

@@ -9,6 +9,7 @@ business (it begins the next stage); from the last stage's first epoch on, it is
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 
@@ -33,7 +34,9 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
     last stage starts afresh and must only improve on itself; with `"run"` (finetuning-
     scheduler's semantics) the best is kept from the first epoch of the `fit` on, so the last
     stage must beat the best of every stage before it, and `restore_best_weights` restores the
-    best weights of the whole run. A non-finite value of the metric (NaN, +inf, -inf) never
+    best weights of the whole run. A non-finite value of the metric (NaN, +inf, -inf) stops
+    training at once, in any stage, with a warning (finetuning-scheduler's `check_finite`: a
+    diverged run does not recover by training on); with `check_finite=False` it only never
     counts as an improvement. Like `EarlyStopping`, its counters live in the callback: a run
     restarted by `BackupAndRestore` counts its wait afresh from the epoch it resumes at.
 
@@ -53,7 +56,10 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
         baseline: the value the metric must beat for the wait to restart. Defaults to `None`.
         restore_best_weights: at the end of training, restore the weights of the best epoch
             (of the last stage, or of the run with `best_scope="run"`). Defaults to `False`.
-        start_from_epoch: epochs to wait before watching the metric at all. Defaults to `0`.
+        start_from_epoch: epochs to wait before watching the metric for a plateau (a
+            non-finite value stops training even before). Defaults to `0`.
+        check_finite: stop training when the metric is NaN or infinite, whatever the stage.
+            Defaults to `True`.
 
     Example:
 
@@ -68,7 +74,8 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
-                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+                 baseline=None, restore_best_weights=False, start_from_epoch=0,
+                 check_finite=True):
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
         check_number("min_delta", min_delta, allow_low=True)
@@ -83,6 +90,10 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
         if not isinstance(restore_best_weights, bool):
             raise ValueError("restore_best_weights must be True or False. "
                              f"Received: restore_best_weights={restore_best_weights!r}")
+        if not isinstance(check_finite, bool):
+            raise ValueError("check_finite must be True or False. "
+                             f"Received: check_finite={check_finite!r}")
+        self.check_finite = check_finite
         super().__init__(monitor=monitor, min_delta=min_delta, patience=patience,
                          verbose=verbose, mode=mode, baseline=baseline,
                          restore_best_weights=restore_best_weights,
@@ -113,9 +124,14 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_epoch_end(self, epoch, logs=None):
         current = self.get_monitor_value(logs)
-        if current is None or epoch < self.start_from_epoch:
+        if current is None:
             return
         current = float(current)
+        if self.check_finite and not math.isfinite(current):
+            self._stop_on_non_finite(epoch, current)
+            return
+        if epoch < self.start_from_epoch:
+            return
         unfreeze = self.unfreeze
         in_last_stage = unfreeze.stage == len(unfreeze.stages) - 1
         run_scope = unfreeze.schedule.best_scope == "run"
@@ -141,6 +157,21 @@ class StageEarlyStopping(keras.callbacks.EarlyStopping):
         if in_last_stage and self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
+
+    def _stop_on_non_finite(self, epoch: int, value: float) -> None:
+        self.stopped_epoch = epoch
+        self.model.stop_training = True
+        unfreeze = self.unfreeze
+        known = self.best is not None and math.isfinite(self.best)
+        best = f" (the best in scope so far: {self.best:g})" if known else ""
+        warnings.warn(
+            f"StageEarlyStopping stopped training at epoch {epoch + 1}: {self.monitor} is "
+            f"{value} (not finite), in stage {unfreeze.stage + 1} of {len(unfreeze.stages)}"
+            f"{best}. A diverged run does not recover by training on: "
+            "lower the learning rate (or backbone_lr_ratio, or add warmup_steps), or pass "
+            f"check_finite=False to go on. Received: {self.monitor}={value}",
+            stacklevel=2,
+        )
 
     def _improves(self, value: float, reference) -> bool:
         """Whether ``value`` improves on ``reference`` (``None``: nothing yet) by more than

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["check_compiled", "check_one_owner", "fit_length", "warn_bn_mismatch",
-           "warn_state_skipped"]
+__all__ = ["check_compiled", "check_one_owner", "check_resume_file", "fit_length",
+           "warn_bn_mismatch", "warn_state_skipped"]
+
+_RESUME_EXPECTED = ("Expected the .keras file this model was saved to (model.save) during a fit "
+                    "with this callback, this schedule and this optimizer")
 
 
 def check_compiled(model) -> None:
@@ -53,15 +56,18 @@ def fit_length(schedule, params) -> tuple[int, int] | None:
 
 def warn_state_skipped() -> None:
     """Warn that fine-tuning goes on with a fresh optimizer state (the optimizer was built but
-    never stepped while the model trains more than the first stage)."""
+    never stepped while the model trains as a later stage than the first sets it)."""
     warnings.warn(
         "ProgressiveUnfreeze found the optimizer already built but never stepped while "
-        "the model trains more than the schedule's first stage: fine-tuning goes on "
-        "with a fresh optimizer state and stage records. If this model was loaded from "
-        "a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
-        "in it (the callback had built the optimizer for every variable the schedule can "
-        "unfreeze, keras.saving.load_model builds it for those trainable when the file "
-        "was saved); to keep that state, pass resume_from='PATH.keras'.",
+        "the model trains what a later stage than the schedule's first trains: fine-tuning "
+        "goes on with a fresh optimizer state and stage records. If this model was loaded "
+        "from a .keras file saved during fine-tuning, Keras skipped the optimizer state saved "
+        "in it ('Skipping variable loading for optimizer': the callback had built the "
+        "optimizer for every variable the schedule can unfreeze, keras.saving.load_model "
+        "builds it for those trainable when the file was saved). To keep that state, load "
+        "the model with keras.saving.load_model('PATH.keras', compile=False), compile it as "
+        "for the first run and pass resume_from='PATH.keras'; to predict only, load it with "
+        "compile=False.",
         stacklevel=4,
     )
 
@@ -74,3 +80,41 @@ def warn_bn_mismatch(bn: str, built_with: str) -> None:
         f"same bn for both. Received: bn={bn!r}",
         stacklevel=4,
     )
+
+
+def check_resume_file(path: str, model) -> None:
+    """Raise ``ValueError`` naming ``path`` unless it is a readable ``.keras`` file whose saved
+    optimizer is laid out as ``model``'s (built for the schedule) and which holds a weight of
+    every shape ``model`` has: checked before any weight is loaded, so that a wrong file leaves
+    the model as it was."""
+    import collections
+    import os
+
+    from keras_tlft import _keras_compat as compat
+
+    def refuse(problem: str):
+        raise ValueError(f"Cannot resume from {path!r}: {problem}. {_RESUME_EXPECTED}; nothing "
+                         f"was loaded. Received: resume_from={path!r}")
+
+    if not os.path.exists(path):
+        refuse("the file does not exist")
+    if not os.path.isfile(path):
+        refuse("it is a directory or another non-file")
+    try:
+        layout = compat.saved_variable_shapes(path)
+    except Exception as exc:  # zipfile.BadZipFile, OSError (h5py), KeyError, EOFError...
+        refuse(f"it is not a readable .keras file ({type(exc).__name__}: {exc})")
+    if layout is None:
+        return  # weights kept in another form: Model.load_weights checks them itself
+    layer_shapes, optimizer_shapes = layout
+    wanted = [tuple(v.shape) for v in model.optimizer.variables]
+    if optimizer_shapes != wanted:
+        refuse(f"its optimizer state ({len(optimizer_shapes)} variables) is not laid out as "
+               f"this model's optimizer, built for every weight the schedule can unfreeze and "
+               f"the callback's stage records ({len(wanted)} variables)")
+    missing = collections.Counter(tuple(w.shape) for w in model.weights)
+    missing.subtract(collections.Counter(layer_shapes))
+    lacking = sorted(shape for shape, n in missing.items() if n > 0)
+    if lacking:
+        refuse(f"it holds no weight of shape {', '.join(map(str, lacking[:3]))} that this "
+               "model has: it was saved from another model")

@@ -21,6 +21,7 @@ __all__ = [
     "describe_trigger",
     "learning_rate_rules",
     "plan_stages",
+    "refrozen_blocks",
     "stage_lr_shape",
     "stage_at_epoch",
     "stage_error",
@@ -57,8 +58,9 @@ def plan_stages(
         ``trainable_layers``, ``trainable_params`` (of the backbone), ``learning_rates`` (a list
         of ``{"name", "learning_rate", "lr_scale"}``, the head first, then the unfrozen blocks
         from the top; with a slanted triangular shape, each stage's peak rates),
-        ``warmup_steps`` and ``lr_shape`` (the rates' shape within a stage in words, or
-        ``None`` for constant rates).
+        ``warmup_steps``, ``lr_shape`` (the rates' shape within a stage in words, or
+        ``None`` for constant rates) and ``refrozen_blocks`` (the blocks the stage freezes
+        again, with ``allow_refreeze=True``; without it such a stage is a ``ValueError``).
     """
     check_number("epochs", epochs, low=1, allow_low=True, allow_none=True, integer=True)
     check_number("learning_rate", learning_rate, allow_none=True)
@@ -66,6 +68,7 @@ def plan_stages(
     stages = schedule.resolve(len(blocks))
     plan: list[dict] = []
     previous: set[int] = set()
+    before = range(0)
     with trainable_flags_restored(backbone_layers, container):
         for i, stage in enumerate(stages):
             if epochs is not None and stage.epoch is not None and stage.epoch >= epochs:
@@ -81,8 +84,33 @@ def plan_stages(
             plan.append(_plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous,
                                     trained, trainable_params(backbone_layers, container),
                                     epochs, learning_rate))
-            previous = set(in_blocks)
+            plan[-1]["refrozen_blocks"] = refrozen_blocks(schedule, i, stage, blocks, unfrozen,
+                                                          before)
+            previous, before = set(in_blocks), unfrozen
     return plan
+
+
+def refrozen_blocks(schedule: Schedule, index: int, stage: Stage, blocks: Sequence[Block],
+                    unfrozen: range, before: range) -> list[str]:
+    """The names of the blocks with layers that stage ``index`` (unfreezing the layers
+    ``unfrozen``) freezes again after the stage before unfroze them (``before``): ``[]`` for
+    a schedule that only ever adds layers. A ``ValueError`` unless ``allow_refreeze``."""
+    if index == 0 or len(unfrozen) >= len(before):  # both are tails of the layers
+        return []
+    names = [b.name for b in blocks if any(j in before and j not in unfrozen
+                                           for j in b.indices())]
+    if not schedule.allow_refreeze:
+        where = f"epoch {stage.epoch}" if stage.epoch is not None else f"stage {index}"
+        raise ValueError(
+            f"Invalid schedule at {where} (unfreeze={stage.unfreeze.to_json()!r}): it freezes "
+            f"again what the stage before trained ({len(before)} backbone layers, now "
+            f"{len(unfrozen)}; blocks {', '.join(names)}). Expected each stage to unfreeze at "
+            "least the layers of the one before (finetuning-scheduler refuses such schedules "
+            "too: a block frozen again stops training, its optimizer state kept); pass "
+            "allow_refreeze=True if this is on purpose. "
+            f"Received: schedule={schedule.to_json()!r}"
+        )
+    return names
 
 
 def _plan_entry(schedule, stages, i, stage, blocks, in_blocks, previous, trained, params,

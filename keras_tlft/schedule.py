@@ -149,6 +149,12 @@ class Schedule:
             its learning rates rise. Defaults to 0.1 (ULMFiT's).
         ratio: with ``"slanted_triangular"``, how many times smaller than the peak a stage's
             learning rates start and end. Defaults to 32 (ULMFiT's).
+        allow_refreeze: ``False`` (the default): a stage that trains fewer layers than the
+            one before (``{0: 2, 2: 1}``, ``{0: "all", 2: "none"}``) is a ``ValueError`` when
+            the schedule meets a backbone, as finetuning-scheduler refuses non-monotonic
+            phases (a block frozen again stops training with its optimizer state kept, which is
+            rarely what a schedule means). ``True`` runs such a schedule;
+            ``keras-tlft inspect --schedule`` names the blocks each stage freezes again.
         train_bn: the old spelling of ``bn``: ``True`` is ``bn="train"``, ``False``
             ``bn="frozen"``. Accepted (also in JSON files), never written.
     """
@@ -174,6 +180,7 @@ class Schedule:
     stage_lr_shape: str = "constant"
     cut_frac: float = 0.1
     ratio: float = 32.0
+    allow_refreeze: bool = False
     train_bn: dataclasses.InitVar[bool | None] = None
 
     def __post_init__(self, train_bn=None):
@@ -201,7 +208,7 @@ class Schedule:
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ValueError(f"Invalid monitor: expected a metric name. "
                              f"{received('monitor', self.monitor)}")
-        for name in ("restore_best_weights", "reset_optimizer_state"):
+        for name in ("restore_best_weights", "reset_optimizer_state", "allow_refreeze"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Invalid {name}: expected True or False. "
                                  f"{received(name, getattr(self, name))}")

@@ -21,6 +21,7 @@ __all__ = [
     "AmbiguousBackboneError",
     "BackboneSpec",
     "BlockRule",
+    "BuilderResultError",
     "UnknownBackboneError",
     "closest_names",
     "did_you_mean",
@@ -101,9 +102,30 @@ class BackboneSpec:
         return f"{self.source}:{self.name}"
 
     def build(self, input_shape=None, weights=None, include_top=False):
-        """Build the Keras model (this imports Keras)."""
+        """Build the Keras model (this imports Keras); a builder that returns anything but a
+        ``keras.Model`` is a :class:`BuilderResultError` naming the plugin and the backbone."""
+        import keras
+
         shape = tuple(input_shape) if input_shape is not None else self.default_input_shape
-        return self.builder(input_shape=shape, weights=weights, include_top=include_top)
+        model = self.builder(input_shape=shape, weights=weights, include_top=include_top)
+        if not isinstance(model, keras.Model):
+            raise BuilderResultError(
+                f"The builder of backbone {self.name!r} from plugin {self.source!r} returned "
+                f"a {type(model).__name__}, not a model: a builder must return a keras.Model, "
+                f"received {type(model).__name__}. Expected builder(input_shape, weights, "
+                "include_top) to return the backbone; fix the plugin's builder (`keras-tlft "
+                f"check {self.key}` runs its checks). Received: {_short_repr(model)}"
+            )
+        return model
+
+
+class BuilderResultError(TypeError):
+    """A backbone builder returned something other than a ``keras.Model``."""
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def normalize(name: str) -> str:

@@ -19,7 +19,13 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.discovery import Backbone, describe_source
 from keras_tlft.optim import StagedOptimizer, innermost_optimizer, retrace
-from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error, stage_lr_shape
+from keras_tlft.plan import (
+    describe_trigger,
+    learning_rate_rules,
+    refrozen_blocks,
+    stage_error,
+    stage_lr_shape,
+)
 from keras_tlft.schedule import MAX_STAGES, Schedule
 
 # The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
@@ -139,10 +145,12 @@ class Stager:
         trained_now = {id(v) for layer in backbone.layers for v in layer.trainable_weights}
         built_without_steps = _built_without_steps(model.optimizer)
         union = self.union_variables()
-        # Built but never stepped, yet training more than the first stage: a model saved past
-        # its first stage and loaded (Keras built the optimizer and skipped its saved state).
-        # On JAX fit builds the optimizer first, but for a model in its first stage, as a new one.
-        self.state_skipped = built_without_steps and not trained_now <= self.stage_trained[0]
+        # Built but never stepped, and trainable exactly as a later stage leaves the model: one
+        # saved past its first stage and loaded (Keras built the optimizer and skipped its
+        # saved state). On JAX and PyTorch fit builds a new model's optimizer before any
+        # callback sees it: a model trainable in its own way (a whole backbone) is no sign.
+        self.state_skipped = built_without_steps and trained_now != self.stage_trained[0] and (
+            trained_now in self.stage_trained[1:])
         self.staged = StagedOptimizer.install(model)
         self.staged.build(union)
         self.records = StageRecords(self.staged)
@@ -168,6 +176,7 @@ class Stager:
         bb = self.backbone
         union: set[int] = set()
         previous: set[int] = set()
+        before = range(0)
         self.stage_trained = []  # per stage, the backbone variables it trains
         with trainable_flags_restored(bb.layers, bb.container):
             for i, stage in enumerate(self.stages):
@@ -175,6 +184,8 @@ class Stager:
                     unfrozen = self.apply(i)
                 except ValueError as exc:
                     raise stage_error(self.schedule, i, stage, exc) from None
+                refrozen_blocks(self.schedule, i, stage, bb.blocks, unfrozen, before)
+                before = unfrozen
                 union.update(id(v) for v in self.model.trainable_variables)
                 trained = {id(v) for layer in bb.layers for v in layer.trainable_weights}
                 self.stage_trained.append(trained)
@@ -220,7 +231,7 @@ class Stager:
         expected = len(self.model.optimizer.variables)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.model.load_weights(path)
+            self.model.load_weights(path)  # after fit_checks.check_resume_file
         skipped = [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
         for w in caught:
             if w not in skipped:

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from keras_tlft.blocks import cut_into_blocks
 from keras_tlft.plugins import HEAVY_MODULES  # what a plugin must not import at import time
-from keras_tlft.spec import BackboneSpec, validate_spec
+from keras_tlft.spec import BackboneSpec, BuilderResultError, validate_spec
 
 __all__ = ["HEAVY_MODULES", "check_backbone_spec", "check_plugin_module"]
 
@@ -151,10 +151,11 @@ def _fail(label: str, message: str, cause: BaseException | None = None) -> NoRet
 
 
 def _build(spec: BackboneSpec, label: str, shape: tuple):
-    import keras
 
     try:
         model = spec.build(input_shape=shape, weights=None, include_top=False)
+    except BuilderResultError as exc:
+        _fail(label, str(exc), cause=exc)
     except Exception as exc:
         _fail(
             label,
@@ -162,8 +163,6 @@ def _build(spec: BackboneSpec, label: str, shape: tuple):
             f"input_shape={shape}, weights=None, include_top=False: {exc}",
             cause=exc,
         )
-    if not isinstance(model, keras.Model):
-        _fail(label, f"builder must return a keras.Model, received {type(model).__name__}.")
     _check_input_shape(label, model, shape)
     return model
 

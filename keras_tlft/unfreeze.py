@@ -93,16 +93,20 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             `(name, pattern[, after])`, or a callable mapping a layer to its block's name.
         verbose: 0 (the default) is silent; 1 prints the blocks, how they were found, and one
             line per stage change.
-        resume_from: the `.keras` file the model was loaded from, whose optimizer state (which
-            `keras.saving.load_model` skips) and stage records the callback loads once, at the
-            first `fit`, to resume fine-tuning. Defaults to `None`.
+        resume_from: the `.keras` file saved during fine-tuning with this schedule, whose
+            weights, optimizer state (which `keras.saving.load_model` cannot place, and skips
+            with a warning unless given `compile=False`) and stage records the callback loads
+            once, at the first `fit`, into the model compiled as for the first run. The file is
+            checked before any weight changes: a missing, unreadable or unrelated file is a
+            `ValueError` naming it, and the model stays as it was. Defaults to `None`.
         allow_empty_stages: `False` (the default): a stage that trains no new parameter is a
             `ValueError` before training; `True` makes it a warning.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
             old spelling of `bn="train"`), `reset_optimizer_state`, `trigger`, `monitor`,
             `patience`, `mode`, `min_delta`, `restore_best_weights`, `every`, `start`,
-            `max_blocks`, `max_stage_epochs`, `best_scope`, `stage_lr_shape`
+            `max_blocks`, `max_stage_epochs`, `best_scope`, `allow_refreeze` (a stage that
+            trains fewer layers than the one before is refused without it), `stage_lr_shape`
             (`"slanted_triangular"`, ULMFiT's, needs the steps per epoch), `cut_frac`, `ratio`.
 
     Example:
@@ -186,6 +190,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         backbone = locate_backbone(model, self.backbone, self.blocks)
         stager = Stager(model, backbone, self.schedule, self.allow_empty_stages)
         if self.resume_from is not None and not self._resumed:
+            fit_checks.check_resume_file(self.resume_from, model)  # before any weight changes
             self._resumed = stager.restore_optimizer(self.resume_from)  # once: later fits go on
             if self.verbose:
                 compat.print_msg("ProgressiveUnfreeze: optimizer state and stage records "

@@ -110,3 +110,40 @@ def test_apply_unfreeze_keeps_batchnorm_frozen_unless_asked():
     assert model.get_layer("stage2_bn").trainable
     apply_unfreeze(model.layers, blocks, "none", container=model)
     assert model.trainable_weights == []
+
+
+@pytest.mark.parametrize("blocks", [[("a", "[")], [("a", "^stage1_"), ("b", "[")],
+                                    [BlockRule("a", "(")]])
+def test_an_invalid_block_pattern_is_refused_naming_it(blocks):
+    from keras_tlft import ProgressiveUnfreeze
+
+    with pytest.raises(ValueError) as info:
+        ProgressiveUnfreeze("gradual", blocks=blocks)
+    bad = blocks[-1]
+    pattern = bad.pattern if isinstance(bad, BlockRule) else bad[1]
+    message = str(info.value)
+    assert f"The pattern {pattern!r} of block " in message
+    assert "is not a valid regular expression" in message and "'^block3_'" in message
+    assert "Received: BlockRule(name=" in message and f"pattern={pattern!r}" in message
+
+
+def test_cutting_with_a_single_invalid_rule_is_refused_not_one_block():
+    # The first rule's pattern only documents where block 0 starts; it is checked all the same.
+    with pytest.raises(ValueError, match=r"The pattern '\[' of block 'a' is not a valid regular"):
+        cut_into_blocks(tiny_backbone().layers, (BlockRule("a", "["),))
+
+
+def test_a_block_pattern_that_is_no_string_is_refused():
+    from keras_tlft import ProgressiveUnfreeze
+
+    with pytest.raises(ValueError, match=r"The pattern 3 of block 'a' is not a string"):
+        ProgressiveUnfreeze("gradual", blocks=[("a", 3)])
+
+
+def test_feature_drift_refuses_an_invalid_block_pattern_too():
+    import numpy as np
+
+    from keras_tlft import FeatureDrift
+
+    with pytest.raises(ValueError, match=r"The pattern '\[' of block 'a' is not a valid regular"):
+        FeatureDrift(np.zeros((2, 8, 8, 3), "float32"), blocks=[("a", "[")])

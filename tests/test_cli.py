@@ -309,3 +309,17 @@ def test_inspect_bn_policy_and_its_old_spelling(capsys):
         main([*args, "--bn", "batch"])
     assert exc.value.code == 2
     assert "invalid choice: 'batch'" in capsys.readouterr().err
+
+
+def test_inspect_schedule_refuses_a_schedule_that_freezes_blocks_again(tmp_path, capsys):
+    path = tmp_path / "refreeze.json"
+    path.write_text(json.dumps({"stages": {"0": "all", "2": "none"}}))
+    args = ["inspect", "vgg16", "--input-shape", "32,32,3", "--schedule", str(path)]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "it freezes again what the stage before trained" in err
+    assert "allow_refreeze=True" in err
+    path.write_text(json.dumps({"stages": {"0": "all", "2": "none"}, "allow_refreeze": True}))
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "stage 1 freezes again: block1, block2, block3, block4, block5" in out

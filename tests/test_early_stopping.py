@@ -71,10 +71,40 @@ def test_a_non_finite_value_is_never_an_improvement(bad, mode):
     scores = [bad, sign * 1.0, sign * 0.9, sign * 0.8, sign * 0.7]
     # One stage: stopping is EarlyStopping's from epoch 0. Plain EarlyStopping takes -inf (in
     # mode "min") as a best nothing beats and stops at epoch 2; a bad value is skipped here.
-    stop = StageEarlyStopping(monitor="score", mode=mode, patience=2)
+    stop = StageEarlyStopping(monitor="score", mode=mode, patience=2, check_finite=False)
     history = fit_scripted(scores, [ProgressiveUnfreeze({0: "all"}), stop])
     assert len(history.history["loss"]) == 5
     assert stop.stopped_epoch == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_value_stops_training_at_once_in_any_stage(bad):
+    # Stage 0 until epoch 3: the schedule is far from its last stage when the metric diverges.
+    stop = StageEarlyStopping(monitor="score", mode="min", patience=2)
+    with pytest.warns(UserWarning) as caught:
+        history = fit_scripted([4.0, 3.0, bad, 2.0, 1.0],
+                               [ProgressiveUnfreeze({0: "none", 3: "all"}), stop])
+    assert len(history.history["loss"]) == 3
+    assert stop.stopped_epoch == 2 and history.history["unfreeze_stage"] == [0, 0, 0]
+    message = " ".join(str(w.message) for w in caught)
+    assert f"stopped training at epoch 3: score is {bad} (not finite), in stage 1 of 2" in message
+    assert "lower the learning rate" in message and "check_finite=False" in message
+    assert f"Received: score={bad}" in message
+
+
+def test_a_non_finite_value_in_the_last_stage_names_the_best_so_far():
+    stop = StageEarlyStopping(monitor="score", mode="min", patience=2)
+    with pytest.warns(UserWarning, match=r"epoch 3: score is -inf .*in stage 1 of 1 \(the best "
+                                         r"in scope so far: 3\)"):
+        history = fit_scripted([4.0, 3.0, -math.inf, 2.0], [ProgressiveUnfreeze({0: "all"}), stop])
+    assert len(history.history["loss"]) == 3
+
+
+def test_check_finite_false_trains_on_through_a_nan():
+    stop = StageEarlyStopping(monitor="score", mode="min", patience=2, check_finite=False)
+    history = fit_scripted([4.0, 3.0, math.nan, 2.0, 1.0],
+                           [ProgressiveUnfreeze({0: "none", 3: "all"}), stop])
+    assert len(history.history["loss"]) == 5
 
 
 def test_plain_early_stopping_takes_a_first_minus_inf_as_a_best_nothing_beats():
@@ -108,6 +138,7 @@ def test_a_progressive_unfreeze_of_an_earlier_fit_does_not_count():
         ({"restore_best_weights": "yes"}, "Received: restore_best_weights='yes'"),
         ({"start_from_epoch": 1.5}, "Received: start_from_epoch=1.5"),
         ({"monitor": ""}, "monitor must be a metric name. Received: monitor=''"),
+        ({"check_finite": 1}, "check_finite must be True or False. Received: check_finite=1"),
     ],
 )
 def test_invalid_arguments_fail_at_construction(kwargs, message):

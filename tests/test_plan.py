@@ -120,3 +120,37 @@ def test_plan_rejects_stages_that_do_not_fit_the_backbone(tiny_backbone, spec, m
         plan_stages(model.layers, blocks, {0: "none", 3: spec}, container=model)
     assert str(info.value).startswith("Invalid schedule at epoch 3")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("schedule, where, refrozen", [
+    ({0: 2, 2: 1}, "epoch 2 (unfreeze=1)", "blocks block2"),
+    ({0: "all", 2: "none"}, "epoch 2 (unfreeze='none')", "blocks block1, block2, block3"),
+    (["none", 2, 1], "stage 2 (unfreeze=1)", "blocks block2"),
+])
+def test_plan_refuses_a_schedule_that_freezes_blocks_again(tiny_backbone, schedule, where,
+                                                          refrozen):
+    model, blocks = tiny_backbone
+    if isinstance(schedule, list):
+        schedule = parse_schedule(schedule, trigger="plateau")
+    with pytest.raises(ValueError) as info:
+        plan_stages(model.layers, blocks, schedule, container=model)
+    message = str(info.value)
+    assert message.startswith(f"Invalid schedule at {where}: it freezes again what the stage "
+                              "before trained")
+    assert refrozen in message and "allow_refreeze=True" in message
+    assert "finetuning-scheduler" in message and "Received: schedule=" in message
+
+
+def test_plan_names_the_blocks_frozen_again_with_allow_refreeze(tiny_backbone):
+    model, blocks = tiny_backbone
+    plan = plan_stages(model.layers, blocks, parse_schedule({0: 2, 2: 1}, allow_refreeze=True),
+                       container=model)
+    assert [p["refrozen_blocks"] for p in plan] == [[], ["block2"]]
+
+
+@pytest.mark.parametrize("preset", ["two_phase", "fine_tune_at:layer=4", "gradual",
+                                    "plateau", "lp_ft", "ulmfit", "layer_decay"])
+def test_no_preset_freezes_blocks_again(tiny_backbone, preset):
+    model, blocks = tiny_backbone
+    plan = plan_stages(model.layers, blocks, preset, container=model)
+    assert all(p["refrozen_blocks"] == [] for p in plan)

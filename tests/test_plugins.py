@@ -84,3 +84,37 @@ def test_first_party_plugin_is_loaded_through_the_entry_point():
     assert pm.has_plugin("applications")
     assert dists["applications"] == "keras-tlft"
     assert not failures
+
+
+BAD_BUILDERS = """
+from keras_tlft import hookimpl, BackboneSpec
+
+@hookimpl
+def register_backbones(register):
+    register(BackboneSpec(name="strnet", builder=lambda **kwargs: "a model",
+                          default_input_shape=(8, 8, 3), min_input_size=8))
+    register(BackboneSpec(name="nonenet", builder=lambda **kwargs: None,
+                          default_input_shape=(8, 8, 3), min_input_size=8))
+"""
+
+
+@pytest.mark.parametrize("name, returned", [("strnet", "str"), ("nonenet", "NoneType")])
+def test_a_builder_that_returns_no_model_is_refused_naming_plugin_and_backbone(
+        name, returned, tmp_path, monkeypatch):
+    import keras_tlft as tlft
+
+    (tmp_path / "tlft_badbuilders.py").write_text(textwrap.dedent(BAD_BUILDERS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint("badbuilders", "tlft_badbuilders", plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [ep])
+    monkeypatch.setattr(registry, "_REGISTRY", None)
+    try:
+        with pytest.raises(TypeError) as info:
+            tlft.build_model(name, 2, weights=None)
+    finally:
+        sys.modules.pop("tlft_badbuilders", None)
+        monkeypatch.setattr(registry, "_REGISTRY", None)
+    message = str(info.value)
+    assert f"backbone {name!r} from plugin 'badbuilders' returned a {returned}" in message
+    assert f"received {returned}" in message and "keras.Model" in message
+    assert f"keras-tlft check badbuilders:{name}" in message and "Received: " in message

@@ -189,3 +189,24 @@ def test_invalid_json_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         parse_schedule(str(path))
+
+
+def test_allow_refreeze_is_a_schedule_option_kept_in_json_and_the_callback_config(tmp_path):
+    from keras_tlft import ProgressiveUnfreeze
+
+    schedule = parse_schedule({0: 2, 2: 1}, allow_refreeze=True)
+    assert schedule.to_json()["allow_refreeze"] is True
+    assert "allow_refreeze" not in parse_schedule({0: 2, 2: 1}).to_json()  # the default
+    schedule.save(tmp_path / "s.json")
+    assert Schedule.load(tmp_path / "s.json").allow_refreeze is True
+    config = ProgressiveUnfreeze({0: "all", 2: "none"}, allow_refreeze=True).get_config()
+    assert config["schedule"]["allow_refreeze"] is True
+    assert ProgressiveUnfreeze.from_config(config).schedule.allow_refreeze is True
+    # A different schedule: a resumed run notices it.
+    assert schedule.fingerprint() != parse_schedule({0: 2, 2: 1}).fingerprint()
+
+
+def test_allow_refreeze_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"Invalid allow_refreeze: expected True or False. "
+                                         r"Received: allow_refreeze='yes'"):
+        parse_schedule({0: 2, 2: 1}, allow_refreeze="yes")

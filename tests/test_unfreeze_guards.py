@@ -136,3 +136,32 @@ def test_verbose_says_model_summary_counts_the_optimizer_variables(capsys):
     model.summary(print_fn=lambda line, **kwargs: print(line))
     summary = capsys.readouterr().out
     assert f"Optimizer params: {n_params:,}" in summary
+
+
+@pytest.mark.parametrize("schedule", [{0: 2, 2: 1}, {0: "all", 2: "none"}])
+def test_a_schedule_that_freezes_blocks_again_is_refused_before_training(schedule):
+    model = nested_model()
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"Invalid schedule at epoch 2 .*: it freezes again what "
+                                         r"the stage before trained .*allow_refreeze=True"):
+        fit(model, [ProgressiveUnfreeze(schedule)], epochs=3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_allow_refreeze_runs_a_schedule_that_freezes_blocks_again():
+    history = fit(nested_model(), [ProgressiveUnfreeze({0: 2, 2: 1}, allow_refreeze=True)],
+                  epochs=3)
+    assert history.history["unfrozen_blocks"] == [2, 2, 1]
+
+
+def test_a_new_model_with_a_trainable_backbone_gets_no_warning_about_a_skipped_state():
+    # On JAX and PyTorch, fit builds the optimizer of a new model before any callback sees
+    # it: that is no model loaded with its optimizer state skipped (issue 23, item 5).
+    model = nested_model()
+    model.get_layer("backbone").trainable = True  # as a user's Model(base, head) often is
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(model, [ProgressiveUnfreeze({0: 1, 2: "all"})], epochs=1)
+    assert history.history["unfrozen_blocks"] == [1]
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "never stepped" in m or "resume_from" in m], said

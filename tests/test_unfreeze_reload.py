@@ -6,6 +6,7 @@ backend (tests/test_backends.py); each load is a real process (helpers_unfreeze/
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -115,9 +116,46 @@ def test_resuming_from_a_keras_file_without_resume_from_says_why_the_state_is_lo
     assert list(fresh["trainable_params"]) == reference["history"]["trainable_params"]
     said = " ".join(fresh["warnings"])
     assert "Keras skipped the optimizer state saved in it" in said
-    assert "resume_from='PATH.keras'" in said
+    assert "'Skipping variable loading for optimizer'" in said  # names Keras's own warning
+    # ... and says which path to take instead (issue 23, item 21).
+    assert "keras.saving.load_model('PATH.keras', compile=False), compile it as for the first " \
+           "run and pass resume_from='PATH.keras'; to predict only, load it with " \
+           "compile=False" in said
     weights = np.concatenate([np.ravel(w) for w in reference["model"].get_weights()])
     assert not np.allclose(fresh["weights"], weights, rtol=1e-5, atol=1e-6)
+
+
+def test_the_documented_reload_paths_emit_no_warning(reference, caplog):
+    """To predict: load_model(compile=False). To resume: the same, compile as for the first run,
+    resume_from. Neither asks Keras to place the optimizer state saved for every weight the
+    schedule can unfreeze, so neither prints 'Skipping variable loading for optimizer'."""
+    path, x = reference["path"], data(16)[0]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        served = keras.saving.load_model(path, compile=False)
+        predictions = served.predict(x, verbose=0)
+        model = keras.saving.load_model(path, compile=False)
+        model.compile(keras.optimizers.Adam(1e-2), "mse")
+        history = model.fit(*data(16), batch_size=8, epochs=4, initial_epoch=2, verbose=0,
+                            shuffle=False,
+                            callbacks=[ProgressiveUnfreeze(SCHEDULE, resume_from=path)])
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "Skipping variable loading" in m], said
+    # No warning of ours or Keras's either (a library's DeprecationWarning is not the point).
+    assert not [w for w in caught if not issubclass(w.category, DeprecationWarning)], said
+    assert predictions.shape == (16, 2)
+    # The resumed run ends as the uninterrupted one: the optimizer state was restored.
+    assert history.history["trainable_params"] == reference["history"]["trainable_params"]
+    weights = np.concatenate([np.ravel(w) for w in reference["model"].get_weights()])
+    resumed = np.concatenate([np.ravel(w) for w in model.get_weights()])
+    np.testing.assert_allclose(resumed, weights, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_load_model_of_a_fine_tuning_file_is_what_warns(reference):
+    # A Keras canary: the warning the documented paths avoid (when this fails, Keras changed
+    # and the docs' advice to load with compile=False may be moot).
+    with pytest.warns(UserWarning, match="Skipping variable loading for optimizer"):
+        keras.saving.load_model(reference["path"])
 
 
 def test_resume_from_a_file_of_another_schedule_is_refused(reference):
@@ -127,9 +165,72 @@ def test_resume_from_a_file_of_another_schedule_is_refused(reference):
         model = keras.saving.load_model(path)
     x, y = data(16)
     callback = ProgressiveUnfreeze({0: "none", 1: 2}, resume_from=path)  # fewer variables
-    with pytest.raises(ValueError, match=r"Cannot restore the optimizer state saved in .*"
-                                         r"Received: resume_from="):
+    before = model.get_weights()
+    with pytest.raises(ValueError) as info:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    message = str(info.value)
+    assert f"Cannot resume from {str(path)!r}: its optimizer state (22 variables) is not " \
+           "laid out as this model's optimizer" in message
+    assert "nothing was loaded" in message and f"Received: resume_from={str(path)!r}" in message
+    _assert_unchanged(before, model.get_weights())
+
+
+def _assert_unchanged(before, after) -> None:
+    assert len(before) == len(after)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _fresh_staged_model():
+    model = nested_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model
+
+
+def test_resume_from_an_unrelated_keras_file_names_it_and_leaves_the_model_as_it_was(tmp_path):
+    # Another model with the same backbone and another head: Keras's load_weights would
+    # overwrite the backbone, then fail at the head.
+    other = nested_model(seed=1, n_out=3)
+    other.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y3 = data(8, n_out=3)
+    other.fit(x, y3, epochs=1, verbose=0)
+    other.save(tmp_path / "other.keras")
+    model = _fresh_staged_model()
+    callback = ProgressiveUnfreeze(SCHEDULE, resume_from=tmp_path / "other.keras")
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = data(8)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    message = str(info.value)
+    path = str(tmp_path / "other.keras")
+    assert f"Cannot resume from {path!r}: its optimizer state" in message
+    assert "Expected the .keras file this model was saved to" in message
+    assert f"Received: resume_from={path!r}" in message
+    _assert_unchanged(before, model.get_weights())
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "the file does not exist"),
+    (b"not a zip archive at all", "it is not a readable .keras file (BadZipFile: "),
+    ("truncated", "it is not a readable .keras file ("),
+])
+def test_resume_from_a_missing_or_broken_file_is_one_clear_error(tmp_path, reference, content,
+                                                                  problem):
+    path = tmp_path / "m.keras"
+    if content == "truncated":
+        data_bytes = reference["path"].read_bytes()
+        path.write_bytes(data_bytes[: len(data_bytes) // 2])
+    elif content is not None:
+        path.write_bytes(content)
+    model = _fresh_staged_model()
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = data(8)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[ProgressiveUnfreeze(SCHEDULE, resume_from=path)])
+    message = str(info.value)
+    assert message.startswith(f"Cannot resume from {str(path)!r}: {problem}")
+    assert "\n" not in message and f"Received: resume_from={str(path)!r}" in message
+    _assert_unchanged(before, model.get_weights())
 
 
 def test_resume_from_must_be_a_keras_file():

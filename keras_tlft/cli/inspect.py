@@ -186,6 +186,10 @@ def _render_plan(plan: list, out: Console) -> None:
                       escape(str(s["unfreeze"])), escape(", ".join(s["new_blocks"]) or "-"),
                       _fmt_int(s.get("model_trainable_params", s["trainable_params"])), head, span)
     out.print(table)
+    for s in plan:
+        if s.get("refrozen_blocks"):
+            out.print(f"[yellow]stage {s['stage']} freezes again: "
+                      f"{escape(', '.join(s['refrozen_blocks']))} (allow_refreeze)[/yellow]")
     out.print("[dim]trainable: the model's trainable parameters (head included), as the totals "
               "count them; block lr: the unfrozen blocks' learning rates, top..bottom (xN: "
               "times the optimizer's)[/dim]")
