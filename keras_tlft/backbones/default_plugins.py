@@ -7,7 +7,7 @@ in ``keras-tlft plugins``. Importing it imports no Keras.
 
 from __future__ import annotations
 
-from keras_tlft.hookspecs import hookimpl
+from keras_tlft.backbones.hookspecs import hookimpl
 
 KERAS_TLFT_PLUGIN_API = 1
 
@@ -15,7 +15,7 @@ KERAS_TLFT_PLUGIN_API = 1
 @hookimpl
 def register_heads(register):
     """The head presets of :mod:`keras_tlft.heads`: ``gap``, ``vgg``, ``mlp_bn``, ``mlp``."""
-    from keras_tlft.heads import PRESETS
+    from keras_tlft.model.heads import PRESETS
 
     for name, factory in PRESETS.items():
         register(name, factory)
@@ -25,7 +25,7 @@ def register_heads(register):
 def register_schedules(register):
     """The schedule presets of :mod:`keras_tlft.presets`: ``two_phase``, ``fine_tune_at``,
     ``gradual``, ``plateau``, ``lp_ft``, ``ulmfit``, ``layer_decay``."""
-    from keras_tlft.presets import PRESETS
+    from keras_tlft.schedules.presets import PRESETS
 
     for name, factory in PRESETS.items():
         register(name, factory)

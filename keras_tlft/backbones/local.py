@@ -16,7 +16,7 @@ import functools
 import os
 import zipfile
 
-from keras_tlft.spec import BackboneSpec
+from keras_tlft.backbones.spec import BackboneSpec
 
 SOURCE = "local"
 SUFFIXES = (".keras",)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from keras_tlft._files import atomic_write
-from keras_tlft.hookspecs import PLUGIN_API_VERSION
+from keras_tlft.backbones.hookspecs import PLUGIN_API_VERSION
 
 __all__ = ["PLUGIN_NAME_PATTERN", "write_plugin_project"]
 
@@ -118,8 +118,8 @@ TESTS = '''\
 import pytest
 import {package}
 
-from keras_tlft.registry import Registry
-from keras_tlft.testing import check_backbone_spec, check_plugin_module
+from keras_tlft.backbones.registry import Registry
+from keras_tlft.backbones.testing import check_backbone_spec, check_plugin_module
 
 
 @pytest.mark.parametrize("spec", {package}.SPECS, ids=lambda s: s.name)

@@ -21,7 +21,7 @@ from importlib import metadata
 
 import pluggy
 
-from keras_tlft import hookspecs
+from keras_tlft.backbones import hookspecs
 
 ENTRY_POINT_GROUP = "keras_tlft"
 STRICT_ENV = "KERAS_TLFT_STRICT_PLUGINS"
@@ -128,7 +128,7 @@ def make_plugin_manager() -> LoadedPlugins:
     failures: list[PluginFailure] = []
     dists: dict[str, str] = {}
     loads: dict[str, LoadRecord] = {}
-    from keras_tlft import default_plugins
+    from keras_tlft.backbones import default_plugins
 
     pm.register(default_plugins, name=DEFAULT_PLUGIN)
     dists[DEFAULT_PLUGIN] = FIRST_PARTY_DISTRIBUTION

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from keras_tlft.spec import BackboneSpec, BlockRule
+from keras_tlft.backbones.spec import BackboneSpec, BlockRule
 
 __all__ = [
     "PresetLibrary",

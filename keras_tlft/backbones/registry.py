@@ -13,7 +13,7 @@ import re
 import warnings
 from collections.abc import Callable
 
-from keras_tlft.plugins import (
+from keras_tlft.backbones.plugins import (
     PluginFailure,
     PluginInfo,
     disabled_plugins,
@@ -22,7 +22,7 @@ from keras_tlft.plugins import (
     plugin_infos,
     strict,
 )
-from keras_tlft.spec import (
+from keras_tlft.backbones.spec import (
     NAME_PATTERN,
     PREPROCESSING_MODES,
     AmbiguousBackboneError,
@@ -320,7 +320,7 @@ def get_backbone(name) -> BackboneSpec:
     """
     if isinstance(name, BackboneSpec):
         return name
-    from keras_tlft.local import is_local_path, local_spec
+    from keras_tlft.backbones.local import is_local_path, local_spec
 
     if is_local_path(name):
         return local_spec(name)

@@ -3,7 +3,7 @@
 A plugin's own test suite can check every spec it registers in one call::
 
     import pytest
-    from keras_tlft.testing import check_backbone_spec
+    from keras_tlft.backbones.testing import check_backbone_spec
     from my_plugin import SPECS
 
     @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -12,7 +12,7 @@ A plugin's own test suite can check every spec it registers in one call::
 
 and that importing the plugin module imports no Keras (``keras-tlft list`` stays fast)::
 
-    from keras_tlft.testing import check_plugin_module
+    from keras_tlft.backbones.testing import check_plugin_module
 
     def test_plugin_imports_no_keras():
         check_plugin_module("my_plugin")
@@ -29,9 +29,11 @@ import subprocess
 import sys
 from typing import Any, NoReturn
 
-from keras_tlft.blocks import cut_into_blocks
-from keras_tlft.plugins import HEAVY_MODULES  # what a plugin must not import at import time
-from keras_tlft.spec import BackboneSpec, validate_spec
+from keras_tlft.backbones.plugins import (
+    HEAVY_MODULES,  # what a plugin must not import at import time
+)
+from keras_tlft.backbones.spec import BackboneSpec, validate_spec
+from keras_tlft.model.blocks import cut_into_blocks
 
 __all__ = ["HEAVY_MODULES", "check_backbone_spec", "check_plugin_module"]
 
@@ -269,7 +271,7 @@ def _check_forward_pass(spec: BackboneSpec, label: str, model, shape: tuple) -> 
 
     images = np.random.default_rng(_SEED).uniform(0.0, 255.0, (_BATCH_SIZE, *shape))
     x = images.astype("float32")
-    from keras_tlft.preprocessing import preprocessing_layer
+    from keras_tlft.model.preprocessing import preprocessing_layer
 
     try:
         layer = preprocessing_layer(spec)

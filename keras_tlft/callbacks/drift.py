@@ -124,7 +124,7 @@ class FeatureDrift(keras.callbacks.Callback):
         if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
             raise ValueError("backbone must be None, a layer name or a Keras layer. "
                              f"Received: backbone={backbone!r}")
-        from keras_tlft.discovery import blocks_argument
+        from keras_tlft.model.discovery import blocks_argument
 
         self.backbone = backbone
         self.blocks = blocks_argument(blocks)
@@ -155,7 +155,7 @@ class FeatureDrift(keras.callbacks.Callback):
     # ------------------------------------------------------------------ set-up
 
     def on_train_begin(self, logs=None):
-        from keras_tlft.discovery import locate_backbone
+        from keras_tlft.model.discovery import locate_backbone
 
         model = self.model
         bb = locate_backbone(model, self.backbone, self.blocks)
@@ -247,7 +247,7 @@ class FeatureDrift(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """The callback's configuration as plain JSON-able values (the probe left out)."""
-        from keras_tlft.discovery import locator_config
+        from keras_tlft.model.discovery import locator_config
 
         return {**locator_config(self.backbone, self.blocks), "cka": self.cka,
                 "min_similarity": self.min_similarity, "measure": self.measure,

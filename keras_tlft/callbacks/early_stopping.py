@@ -13,9 +13,9 @@ import math
 import keras
 
 from keras_tlft import _keras_compat as compat
+from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
 from keras_tlft.checks import check_number
-from keras_tlft.schedule import MODES
-from keras_tlft.unfreeze import ProgressiveUnfreeze
+from keras_tlft.schedules.schedule import MODES
 
 __all__ = ["StageEarlyStopping"]
 

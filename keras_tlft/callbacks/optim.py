@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.lr_rules import LearningRateRule
+from keras_tlft.schedules.lr_rules import LearningRateRule
 
 __all__ = [
     "LearningRateRule",

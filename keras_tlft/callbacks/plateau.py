@@ -14,8 +14,8 @@ import warnings
 
 import numpy as np
 
-from keras_tlft.schedule import Schedule
-from keras_tlft.staging import NO_BEST, Stager
+from keras_tlft.callbacks.staging import NO_BEST, Stager
+from keras_tlft.schedules.schedule import Schedule
 
 __all__ = ["PlateauTrigger"]
 

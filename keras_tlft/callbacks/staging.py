@@ -16,11 +16,16 @@ import keras
 import numpy as np
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
-from keras_tlft.discovery import Backbone, describe_source
-from keras_tlft.optim import StagedOptimizer, innermost_optimizer, retrace
-from keras_tlft.plan import describe_trigger, learning_rate_rules, stage_error, stage_lr_shape
-from keras_tlft.schedule import MAX_STAGES, Schedule
+from keras_tlft.callbacks.optim import StagedOptimizer, innermost_optimizer, retrace
+from keras_tlft.model.blocks import apply_unfreeze, count_weights, trainable_flags_restored
+from keras_tlft.model.discovery import Backbone, describe_source
+from keras_tlft.schedules.plan import (
+    describe_trigger,
+    learning_rate_rules,
+    stage_error,
+    stage_lr_shape,
+)
+from keras_tlft.schedules.schedule import MAX_STAGES, Schedule
 
 # The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
 # multi-process run, assigning a host value checks that every process passes the same one, and

@@ -16,21 +16,21 @@ from dataclasses import dataclass
 import keras
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft import fit_checks
-from keras_tlft.batchnorm import BN_ATTRIBUTE
-from keras_tlft.discovery import (
+from keras_tlft.callbacks import fit_checks
+from keras_tlft.callbacks.optim import StagedOptimizer
+from keras_tlft.callbacks.plateau import PlateauTrigger
+from keras_tlft.callbacks.staging import Stager
+from keras_tlft.model.batchnorm import BN_ATTRIBUTE
+from keras_tlft.model.discovery import (
     Backbone,
     blocks_argument,
     find_backbone,
     locate_backbone,
     locator_config,
 )
-from keras_tlft.optim import StagedOptimizer
-from keras_tlft.plan import stage_at_epoch
-from keras_tlft.plateau import PlateauTrigger
-from keras_tlft.schedule import Schedule
-from keras_tlft.schedule_input import parse_schedule
-from keras_tlft.staging import Stager
+from keras_tlft.schedules.plan import stage_at_epoch
+from keras_tlft.schedules.schedule import Schedule
+from keras_tlft.schedules.schedule_input import parse_schedule
 
 # Backbone and find_backbone are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["Backbone", "ProgressiveUnfreeze", "find_backbone"]

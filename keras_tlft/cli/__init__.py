@@ -12,7 +12,6 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from keras_tlft.batchnorm import BN_POLICIES
 from keras_tlft.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -40,6 +39,7 @@ from keras_tlft.cli.listing import (
     cmd_new_plugin,
     cmd_plugins,
 )
+from keras_tlft.model.batchnorm import BN_POLICIES
 
 # The verbs live in the modules above; every name the old single-module cli had is still here.
 __all__ = [
@@ -287,7 +287,7 @@ def is_bad_input(exc: BaseException) -> bool:
     (ending with ``Received: name=value``). Anything else, including a ``TypeError`` from a bug in
     our code or an error raised inside Keras or a plugin, is a failure of the work.
     """
-    from keras_tlft.spec import AmbiguousBackboneError, UnknownBackboneError
+    from keras_tlft.backbones.spec import AmbiguousBackboneError, UnknownBackboneError
 
     if isinstance(exc, (UsageError, UnknownBackboneError, AmbiguousBackboneError)):
         return True

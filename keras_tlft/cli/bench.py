@@ -22,9 +22,11 @@ from keras_tlft.cli._common import (
 
 
 def cmd_bench(args, out: Console) -> int:
-    from keras_tlft.bench import PHASES  # plain data: the module imports Keras only when run
-    from keras_tlft.blocks import parse_unfreeze
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.blocks import parse_unfreeze
+    from keras_tlft.reporting.bench import (
+        PHASES,  # plain data: the module imports Keras only when run
+    )
 
     get_backbone(args.name)
     parse_unfreeze(args.partial, "--partial")
@@ -40,7 +42,7 @@ def cmd_bench(args, out: Console) -> int:
             raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
         os.environ["KERAS_BACKEND"] = args.backend
     _quiet_tensorflow()
-    from keras_tlft.bench import device_name, run_bench
+    from keras_tlft.reporting.bench import device_name, run_bench
 
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)

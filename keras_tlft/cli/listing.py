@@ -32,7 +32,7 @@ def _report_collisions(registry) -> None:
 
 
 def cmd_list(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry, list_backbones
+    from keras_tlft.backbones.registry import get_registry, list_backbones
 
     specs = list_backbones(args.source, pattern=args.pattern, offline_weights=args.offline_weights)
     if args.source and not list_backbones(args.source):
@@ -91,7 +91,7 @@ def _print_plain(header: list[str], cells: list[list[str]], right: set[str]) -> 
 
 
 def cmd_plugins(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry, natural_key
+    from keras_tlft.backbones.registry import get_registry, natural_key
 
     registry = get_registry()
     rows = [
@@ -177,7 +177,7 @@ def _render_plugins_verbose(rows: list, out: Console) -> None:
 
 
 def cmd_check(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry
+    from keras_tlft.backbones.registry import get_registry
 
     registry = get_registry()
     known = {p.name for p in registry.plugins} | {f.plugin for f in registry.failures}
@@ -218,7 +218,7 @@ class _no_status:
 
 def _check_one(spec, build: bool) -> str | None:
     """The conformance kit's verdict on one spec: ``None``, or the reason it fails."""
-    from keras_tlft.testing import check_backbone_spec
+    from keras_tlft.backbones.testing import check_backbone_spec
 
     side = max(spec.min_input_size, 64)
     shape = (side, side, spec.default_input_shape[2]) if build else None
@@ -255,7 +255,7 @@ def _render_check(doc: dict, out: Console) -> None:
 
 
 def cmd_new_plugin(args, out: Console) -> int:
-    from keras_tlft.plugin_template import write_plugin_project
+    from keras_tlft.backbones.plugin_template import write_plugin_project
 
     directory = args.directory or f"keras-tlft-{args.name.replace('_', '-')}"
     written = write_plugin_project(args.name, directory)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from keras_tlft.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
-from keras_tlft.heads import build_head, resolve_head
-from keras_tlft.preset_backbones import (
+from keras_tlft.backbones.preset_backbones import (
     WeightsDownloadError,
     application_download_error,
     is_download_failure,
@@ -15,8 +13,10 @@ from keras_tlft.preset_backbones import (
     looks_like_download_failure,
     preset_download_error,
 )
-from keras_tlft.registry import get_backbone
-from keras_tlft.spec import BACKBONE_LAYER, HEAD_LAYER, SPEC_ATTRIBUTE, BackboneSpec
+from keras_tlft.backbones.registry import get_backbone
+from keras_tlft.backbones.spec import BACKBONE_LAYER, HEAD_LAYER, SPEC_ATTRIBUTE, BackboneSpec
+from keras_tlft.model.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
+from keras_tlft.model.heads import build_head, resolve_head
 
 # Re-exported where keras-tlft 0.1 defined them; plugins use keras_tlft.preset_backbones.
 __all__ = [
@@ -189,7 +189,7 @@ def build_model(
 
 
 def _preprocessing(spec, channels):
-    from keras_tlft.preprocessing import preprocessing_layer
+    from keras_tlft.model.preprocessing import preprocessing_layer
 
     return preprocessing_layer(spec, channels=channels)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.batchnorm import bn_policy, set_backbone_inference
-from keras_tlft.spec import BlockRule, closest_names, did_you_mean
+from keras_tlft.backbones.spec import BlockRule, closest_names, did_you_mean
+from keras_tlft.model.batchnorm import bn_policy, set_backbone_inference
 
 UNFREEZE_HELP = (
     "'none', 'all', an integer k (the top k blocks) or 'from:INDEX|LAYER_NAME' "

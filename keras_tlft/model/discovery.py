@@ -17,8 +17,7 @@ from typing import Any
 import keras
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.blocks import Block, count_weights, cut_into_blocks, derive_blocks
-from keras_tlft.spec import (
+from keras_tlft.backbones.spec import (
     BACKBONE_LAYER,
     HEAD_LAYER,
     SPEC_ATTRIBUTE,
@@ -26,6 +25,7 @@ from keras_tlft.spec import (
     closest_names,
     did_you_mean,
 )
+from keras_tlft.model.blocks import Block, count_weights, cut_into_blocks, derive_blocks
 
 __all__ = [
     "Backbone",
@@ -137,7 +137,7 @@ def resolve_blocks(name: str, layers: Sequence, container, model, blocks=None):
     (``blocks=``) or ``"derived"`` (from the layer names); ``spec`` is the spec whose rules cut
     the blocks, when one did.
     """
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
 
     if blocks is not None:
         if callable(blocks):
@@ -193,7 +193,7 @@ def recognise_architecture(layers: Sequence, specs=None):
     into the most blocks wins (the rules of MobileNetV3-Small also fit MobileNetV3-Large, whose
     later blocks they merge into one).
     """
-    from keras_tlft.registry import get_registry
+    from keras_tlft.backbones.registry import get_registry
 
     specs = list(get_registry()) if specs is None else list(specs)
     by_rules: dict[tuple, list] = {}

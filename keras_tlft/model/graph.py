@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.discovery import output_layer
+from keras_tlft.model.discovery import output_layer
 
 __all__ = ["check_cacheable", "split_at_backbone"]
 

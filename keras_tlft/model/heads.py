@@ -116,7 +116,7 @@ PRESETS = {"gap": gap, "vgg": vgg, "mlp_bn": mlp_bn, "mlp": mlp}
 def registered_presets() -> dict:
     """Every head preset: ours (:data:`PRESETS`, registered by
     :mod:`keras_tlft.default_plugins`) and the plugins' (their ``register_heads`` hooks)."""
-    from keras_tlft.registry import get_registry
+    from keras_tlft.backbones.registry import get_registry
 
     return get_registry().heads or PRESETS
 

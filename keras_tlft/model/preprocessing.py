@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_tlft.spec import PREPROCESSING_MODES
+from keras_tlft.backbones.spec import PREPROCESSING_MODES
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)

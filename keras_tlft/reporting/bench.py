@@ -210,10 +210,10 @@ def run_bench(
     import keras
     import numpy as np
 
-    from keras_tlft.assembly import build_model
-    from keras_tlft.blocks import count_weights, parse_unfreeze
-    from keras_tlft.registry import get_backbone
-    from keras_tlft.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.model.assembly import build_model
+    from keras_tlft.model.blocks import count_weights, parse_unfreeze
 
     unknown = [p for p in phases if p not in PHASES]
     if unknown or not phases:

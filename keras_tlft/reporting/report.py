@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from keras_tlft.assembly import build_model, load_backbone, parse_input_shape
-from keras_tlft.batchnorm import bn_policy
-from keras_tlft.blocks import apply_unfreeze, count_weights, cut_into_blocks, parse_unfreeze
-from keras_tlft.heads import format_head_spec, resolve_head
-from keras_tlft.registry import get_backbone
-from keras_tlft.spec import BACKBONE_LAYER
+from keras_tlft.backbones.registry import get_backbone
+from keras_tlft.backbones.spec import BACKBONE_LAYER
+from keras_tlft.model.assembly import build_model, load_backbone, parse_input_shape
+from keras_tlft.model.batchnorm import bn_policy
+from keras_tlft.model.blocks import apply_unfreeze, count_weights, cut_into_blocks, parse_unfreeze
+from keras_tlft.model.heads import format_head_spec, resolve_head
 
 
 def inspect_backbone(
@@ -52,7 +52,7 @@ def inspect_backbone(
         )
     head_layers = resolve_head(head, num_classes) if head is not None else None
     if schedule is not None:
-        from keras_tlft.schedule_input import parse_schedule
+        from keras_tlft.schedules.schedule_input import parse_schedule
 
         if state is not None:
             raise ValueError(
@@ -96,7 +96,7 @@ def inspect_backbone(
         "blocks": [_block_row(backbone.layers, b) for b in blocks],
     }
     if schedule is not None:
-        from keras_tlft.plan import plan_stages
+        from keras_tlft.schedules.plan import plan_stages
 
         report["schedule"] = schedule.to_json()
         report["plan"] = plan_stages(backbone.layers, blocks, schedule, epochs=epochs,

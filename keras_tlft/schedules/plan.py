@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keras_tlft.blocks import Block, apply_unfreeze, trainable_flags_restored, trainable_params
 from keras_tlft.checks import check_number
-from keras_tlft.lr_rules import LearningRateRule, SlantedTriangle
-from keras_tlft.schedule import Schedule, Stage
-from keras_tlft.schedule_input import parse_schedule
+from keras_tlft.model.blocks import (
+    Block,
+    apply_unfreeze,
+    trainable_flags_restored,
+    trainable_params,
+)
+from keras_tlft.schedules.lr_rules import LearningRateRule, SlantedTriangle
+from keras_tlft.schedules.schedule import Schedule, Stage
+from keras_tlft.schedules.schedule_input import parse_schedule
 
 __all__ = [
     "describe_trigger",

@@ -13,9 +13,9 @@ import inspect
 import json
 import os
 
+from keras_tlft.backbones.spec import closest_names, did_you_mean
 from keras_tlft.checks import check_number, received
-from keras_tlft.schedule import Schedule, Stage
-from keras_tlft.spec import closest_names, did_you_mean
+from keras_tlft.schedules.schedule import Schedule, Stage
 
 __all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "layer_decay", "lp_ft",
            "parse_preset", "plateau", "preset_options", "registered_presets", "two_phase",
@@ -158,7 +158,7 @@ PRESET_HELP = (
 def registered_presets() -> dict:
     """Every schedule preset: ours (:data:`PRESETS`, registered by
     :mod:`keras_tlft.default_plugins`) and the plugins' (their ``register_schedules`` hooks)."""
-    from keras_tlft.registry import get_registry
+    from keras_tlft.backbones.registry import get_registry
 
     return get_registry().schedules or PRESETS
 

@@ -20,7 +20,6 @@ plan = plan_stages(backbone.layers, blocks, "schedule.json", epochs=12, learning
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -28,10 +27,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from keras_tlft.batchnorm import bn_policy
-from keras_tlft.blocks import UNFREEZE_HELP, UnfreezeState, parse_unfreeze
+from keras_tlft._files import atomic_write, read_json
 from keras_tlft.checks import check_choice, check_number, received
-from keras_tlft.lr_rules import check_lr_shape
+from keras_tlft.model.batchnorm import bn_policy
+from keras_tlft.model.blocks import UNFREEZE_HELP, UnfreezeState
+from keras_tlft.schedules.lr_rules import check_lr_shape
+from keras_tlft.schedules.stage import Stage
 
 # check_number lives in keras_tlft.checks; re-exported here, where it was defined before.
 __all__ = ["Schedule", "Stage", "check_number"]
@@ -43,49 +44,8 @@ MAX_STAGES = 128
 # Old names still accepted as Schedule arguments and in JSON files (never written).
 ALIASES = ("train_bn",)
 _MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "iou")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a schedule: from ``epoch`` on (``None`` in a plateau schedule, where the
-    metric decides), the backbone trains as ``unfreeze`` says. ``learning_rate``, when set, is the
-    learning rate of the whole model in this stage (the head's; the backbone's follows from it),
-    as in "4 frozen epochs, then unfreeze everything at 1e-5"."""
-
-    unfreeze: UnfreezeState
-    epoch: int | None = None
-    learning_rate: float | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "unfreeze", parse_unfreeze(self.unfreeze, "unfreeze"))
-        if self.epoch is not None and (
-            isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0
-        ):
-            raise ValueError(
-                "Invalid schedule: a stage's epoch must be an integer >= 0 (epochs count from 0, "
-                f"as in `fit`). {received('epoch', self.epoch)}"
-            )
-        check_number("learning_rate", self.learning_rate, allow_none=True)
-
-    def to_json(self) -> dict:
-        data: dict = {"epoch": self.epoch, "unfreeze": self.unfreeze.to_json()}
-        if self.learning_rate is not None:
-            data["learning_rate"] = self.learning_rate
-        return data
-
-    @classmethod
-    def from_json(cls, data) -> Stage:
-        if isinstance(data, Stage):
-            return data
-        if not isinstance(data, Mapping):
-            return cls(unfreeze=data)
-        unknown = set(data) - {"epoch", "unfreeze", "learning_rate"}
-        if unknown or "unfreeze" not in data:
-            raise ValueError(
-                "Invalid schedule stage: expected a mapping with 'unfreeze' and optionally "
-                f"'epoch' and 'learning_rate'. {received('stage', dict(data))}"
-            )
-        return cls(data["unfreeze"], data.get("epoch"), data.get("learning_rate"))
+NON_EMPTY = ("at least one stage, as {epoch: unfreeze} (e.g. {0: 'none', 4: 2}), or a preset "
+             "('gradual' unfreezes one more block every epoch)")
 
 
 @dataclass(frozen=True)
@@ -329,20 +289,45 @@ class Schedule:
             )
         return cls(**data)
 
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> Schedule:
+        """``{epoch: unfreeze}``, or :meth:`to_json`'s form (Schedule fields), never a mix."""
+        if not data:
+            raise ValueError(f"Invalid schedule: it has no stages. Expected {NON_EMPTY}. "
+                             f"{received('schedule', dict(data))}")
+        epochs = [k for k in data if _is_epoch_key(k)]
+        if not epochs:
+            if "stages" in data and isinstance(data["stages"], (Mapping, Sequence)) and \
+                    not isinstance(data["stages"], str) and not data["stages"]:
+                raise ValueError(f"Invalid schedule: its 'stages' are empty. Expected {NON_EMPTY}, "
+                                 f"or no 'stages' with 'every' for generated ones. "
+                                 f"{received('schedule', dict(data))}")
+            return cls.from_json(data)
+        if len(epochs) != len(data):
+            others = [k for k in data if not _is_epoch_key(k)]
+            raise ValueError(
+                "Invalid schedule: its keys mix epochs and other names. Expected {epoch: unfreeze} "
+                "with integer epochs >= 0, or the JSON form with named fields ('stages', "
+                f"'trigger', ...). Received: keys={list(data)!r} (not epochs: {others!r})"
+            )
+        return cls(stages=data)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the schedule to a JSON file (atomically: a failed write keeps the old file)."""
-        from keras_tlft._files import atomic_write
-
         with atomic_write(path) as f:
             json.dump(self.to_json(), f, indent=2)
             f.write("\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Schedule:
-        """Read a schedule from a JSON file written by :meth:`save` (or by hand)."""
-        from keras_tlft.schedule_input import read_schedule_file
-
-        return read_schedule_file(path)
+        """Read a schedule from a JSON file written by :meth:`save` (or by hand, in that form or
+        as ``{epoch: unfreeze}``; :func:`~keras_tlft.parse_schedule` also reads presets)."""
+        data = read_json(path, "Schedule file")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"Schedule file {str(path)!r} holds no JSON object: expected a "
+                             "schedule's JSON form (parse_schedule reads the other forms). "
+                             f"Received: path={str(path)!r}")
+        return cls.from_mapping(data)
 
     def fingerprint(self) -> int:
         """A 31-bit checksum of the schedule, stored with the training state so that a resumed
@@ -366,23 +351,10 @@ def _epoch_key(key) -> int:
     return key
 
 
+def _is_epoch_key(key) -> bool:
+    return (isinstance(key, int) and not isinstance(key, bool)) or (
+        isinstance(key, str) and re.fullmatch(r"\s*-?\d+\s*", key) is not None)
+
+
 def unfreeze_help() -> str:
     return UNFREEZE_HELP
-
-
-# Names that moved out of this module still import from it, lazily: each of those modules imports
-# this one, so importing them at the top would be a cycle.
-_MOVED = {
-    "parse_schedule": "keras_tlft.schedule_input",
-    **dict.fromkeys(("COMMON_OPTIONS", "two_phase", "fine_tune_at", "gradual", "plateau",
-                     "PRESETS", "PRESET_HELP", "registered_presets", "preset_options",
-                     "parse_preset"), "keras_tlft.presets"),
-    **dict.fromkeys(("plan_stages", "stage_at_epoch", "learning_rate_rules", "describe_trigger",
-                     "stage_error"), "keras_tlft.plan"),
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

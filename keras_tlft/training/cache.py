@@ -22,17 +22,23 @@ import keras
 import numpy as np
 
 from keras_tlft import _keras_compat as compat
-from keras_tlft.batching import CachedBatches, CachedData, batches_of, split_validation, unpack
-from keras_tlft.batchnorm import set_backbone_inference
-from keras_tlft.discovery import find_backbone
-from keras_tlft.feature_store import (
+from keras_tlft.model.batchnorm import set_backbone_inference
+from keras_tlft.model.discovery import find_backbone
+from keras_tlft.model.graph import check_cacheable, check_extractor, split_at_backbone
+from keras_tlft.training.batching import (
+    CachedBatches,
+    CachedData,
+    batches_of,
+    split_validation,
+    unpack,
+)
+from keras_tlft.training.feature_store import (
     FeatureStore,
     cache_policy,
     cache_report,
     remove_stale_feature_files,
 )
-from keras_tlft.graph import check_cacheable, check_extractor, split_at_backbone
-from keras_tlft.history import join_histories
+from keras_tlft.training.history import join_histories
 
 # check_cacheable and join_histories are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["check_cacheable", "fit_frozen", "join_histories"]

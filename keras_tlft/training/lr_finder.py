@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_tlft.lr_result import LRFinderResult, RangeTest, smooth_losses, suggest
+from keras_tlft.training.lr_result import LRFinderResult, RangeTest, smooth_losses, suggest
 
 __all__ = ["LRFinderResult", "RangeTest", "lr_find", "smooth_losses", "suggest"]
 
@@ -228,7 +228,7 @@ class _Plan:
 def _trainable_as(plan: _Plan, model):
     """Apply ``plan``'s unfreeze state; yields the model's trainable parameter count; every flag
     is put back on leaving."""
-    from keras_tlft.blocks import apply_unfreeze, count_weights, trainable_flags_restored
+    from keras_tlft.model.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 
     if plan.backbone is None:
         yield count_weights(model.trainable_weights)
@@ -240,9 +240,9 @@ def _trainable_as(plan: _Plan, model):
 
 
 def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
-    from keras_tlft.blocks import unfrozen_layer_indices
-    from keras_tlft.discovery import blocks_argument, locate_backbone
-    from keras_tlft.schedule_input import parse_schedule
+    from keras_tlft.model.blocks import unfrozen_layer_indices
+    from keras_tlft.model.discovery import blocks_argument, locate_backbone
+    from keras_tlft.schedules.schedule_input import parse_schedule
 
     if schedule is None:
         if stages is not None:
@@ -270,7 +270,7 @@ def _plans(model, schedule, stages, backbone, blocks) -> list[_Plan]:
 
 def _name_as_is(model, backbone) -> str:
     """``"head"`` when the model has a backbone and none of it trains, else ``"model"``."""
-    from keras_tlft.discovery import find_backbone
+    from keras_tlft.model.discovery import find_backbone
 
     try:
         _, layers, container = find_backbone(model, backbone)

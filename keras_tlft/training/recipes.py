@@ -8,8 +8,8 @@ for the rest, and one joined ``History`` (:func:`~keras_tlft.join_histories`).
 from __future__ import annotations
 
 from keras_tlft.checks import check_number, received
-from keras_tlft.schedule import Schedule
-from keras_tlft.schedule_input import parse_schedule
+from keras_tlft.schedules.schedule import Schedule
+from keras_tlft.schedules.schedule_input import parse_schedule
 
 __all__ = ["DEFAULT_BACKBONE_LR_RATIO", "fine_tune", "frozen_prefix"]
 
@@ -77,10 +77,10 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     history = tlft.fine_tune(model, x, y, epochs=14, schedule="lp_ft:probe_epochs=10")
     ```
     """
-    from keras_tlft.cache import fit_frozen
-    from keras_tlft.graph import check_cacheable
-    from keras_tlft.history import join_histories
-    from keras_tlft.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.model.graph import check_cacheable
+    from keras_tlft.training.cache import fit_frozen
+    from keras_tlft.training.history import join_histories
 
     _check_compiled(model)
     check_number("epochs", epochs, low=1, allow_low=True, integer=True)
