@@ -2,7 +2,8 @@
 
 ``import keras_tlft.schedule`` gives the very module object ``keras_tlft.schedules.schedule`` (one
 module per file: ``isinstance``, ``unittest.mock.patch("keras_tlft.staging.x")`` and pickles of
-old paths keep working). :data:`MOVED` maps each old path to its new one; a finder on
+old paths keep working); :func:`rewrite` spells a source's imports of old paths at the new ones.
+:data:`MOVED` maps each old path to its new one; a finder on
 ``sys.meta_path`` (installed by ``keras_tlft/__init__.py``) answers for the old paths only, so no
 file is left behind at the old place.
 
@@ -17,10 +18,11 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import re
 import sys
 import types
 
-__all__ = ["MOVED", "Package", "install"]
+__all__ = ["MOVED", "Package", "install", "rewrite"]
 
 # Each package, and the modules of 0.1's flat layout that moved into it.
 _PACKAGES = {
@@ -106,3 +108,21 @@ def install(package: types.ModuleType) -> None:
     package.__class__ = Package
     if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
         sys.meta_path.append(_Finder())
+
+
+def rewrite(text: str) -> str:
+    """``text`` (Python source) with its imports of old paths spelled at the new ones."""
+    def new_path(match):
+        old = f"keras_tlft.{match[2]}"
+        return match[1] + MOVED.get(old, old)
+
+    def new_from(match):
+        new = MOVED.get(f"keras_tlft.{match[2]}")
+        if new is None or match[2] in sys.modules["keras_tlft"].__all__:  # a public name
+            return match[0]
+        package, name = new.rsplit(".", 1)
+        return f"{match[1]}from {package} import {name}"
+
+    text = re.sub(r"^(\s*(?:from|import) )keras_tlft\.(\w+)\b", new_path, text, flags=re.M)
+    return re.sub(r"^(\s*)from keras_tlft import (\w+)$", new_from, text, flags=re.M)
+

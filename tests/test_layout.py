@@ -280,3 +280,17 @@ def test_every_submodule_is_importable():
     assert {"keras_tlft.backbones.spec", "keras_tlft.callbacks.unfreeze"} <= set(names)
     for name in names:
         importlib.import_module(name)
+
+
+def test_rewrite_spells_old_import_paths_at_the_new_ones():
+    from keras_tlft._moved import rewrite
+
+    old = ("from keras_tlft import fit_checks, plateau\nfrom keras_tlft import plateau\n"
+           "from keras_tlft import fit_checks\nimport keras_tlft.schedule\n"
+           "    from keras_tlft.schedule_input import parse_schedule\n"
+           "from keras_tlft.cli import main\nfrom keras_tlft.scheduler import x\n")
+    assert rewrite(old) == (
+        "from keras_tlft import fit_checks, plateau\nfrom keras_tlft import plateau\n"
+        "from keras_tlft.callbacks import fit_checks\nimport keras_tlft.schedules.schedule\n"
+        "    from keras_tlft.schedules.schedule_input import parse_schedule\n"
+        "from keras_tlft.cli import main\nfrom keras_tlft.scheduler import x\n")
