@@ -193,6 +193,20 @@ def test_no_import_cycle_at_import_time():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# The packages in the order data flows (docs/layout.md); the modules at the top are shared helpers.
+FLOW = ("backbones", "model", "schedules", "callbacks", "training", "reporting", "cli")
+
+
+def test_nothing_imports_a_later_step_of_the_flow_at_import_time():
+    def step(module):
+        parts = module.split(".")
+        return FLOW.index(parts[1]) if len(parts) > 1 and parts[1] in FLOW else -1
+
+    upstream = sorted(f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
+                      if step(m) >= 0 and step(t) > step(m))
+    assert not upstream, f"imports against the flow {FLOW}: {upstream}"
+
+
 def test_keras_tlft_imports_its_own_modules_by_their_new_paths():
     old = {(name, t) for name, targets in _raw_imports().items() for t in targets
            if t in _moved().MOVED}
