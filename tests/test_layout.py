@@ -195,6 +195,8 @@ def test_no_import_cycle_at_import_time():
 
 # The packages in the order data flows (docs/layout.md); the modules at the top are shared helpers.
 FLOW = ("backbones", "model", "schedules", "callbacks", "training", "reporting", "cli")
+# The plugin author's kit builds a backbone and checks that its rules cut it into blocks.
+AGAINST_THE_FLOW = {"keras_tlft.backbones.testing -> keras_tlft.model.blocks"}
 
 
 def test_nothing_imports_a_later_step_of_the_flow_at_import_time():
@@ -204,7 +206,7 @@ def test_nothing_imports_a_later_step_of_the_flow_at_import_time():
 
     upstream = sorted(f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
                       if step(m) >= 0 and step(t) > step(m))
-    assert not upstream, f"imports against the flow {FLOW}: {upstream}"
+    assert set(upstream) <= AGAINST_THE_FLOW, f"imports against the flow {FLOW}: {upstream}"
 
 
 def test_keras_tlft_imports_its_own_modules_by_their_new_paths():

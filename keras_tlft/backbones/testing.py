@@ -33,6 +33,7 @@ from keras_tlft.backbones.plugins import (
     HEAVY_MODULES,  # what a plugin must not import at import time
 )
 from keras_tlft.backbones.spec import BackboneSpec, validate_spec
+from keras_tlft.model.blocks import cut_into_blocks
 
 __all__ = ["HEAVY_MODULES", "check_backbone_spec", "check_plugin_module"]
 
@@ -205,8 +206,6 @@ def _check_params(spec: BackboneSpec, label: str, model, shape: tuple) -> int:
 
 
 def _check_blocks(spec: BackboneSpec, label: str, layers: list) -> list:
-    from keras_tlft.model.blocks import cut_into_blocks  # a later step of the flow: docs/layout.md
-
     try:
         blocks = cut_into_blocks(layers, spec.blocks)
     except ValueError as exc:
