@@ -30,7 +30,7 @@ def environment() -> dict:
 
 
 def describe_device() -> str:
-    from keras_tlft.bench import device_name
+    from keras_tlft.reporting.bench import device_name
 
     return device_name()[0]
 

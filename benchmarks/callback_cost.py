@@ -154,8 +154,8 @@ def compile_fresh(model):
 
 def plain_keras(model, base, x, y, batch_size, epochs):
     """Frozen fit, then (recompiled) fit with the backbone trainable but its BatchNorm."""
-    from keras_tlft.blocks import apply_unfreeze, cut_into_blocks
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.blocks import apply_unfreeze, cut_into_blocks
 
     blocks = cut_into_blocks(base.layers, get_backbone("mobilenet_v2").blocks)
     result = {}
@@ -277,7 +277,7 @@ def update_cost(model, steps: int, calls: int = 40) -> dict:
     and warm-up) and with none, alternately; best of 5 rounds of ``calls`` updates each."""
     import keras
 
-    from keras_tlft.optim import LearningRateRule, StagedOptimizer
+    from keras_tlft.callbacks.optim import LearningRateRule, StagedOptimizer
 
     backend = keras.backend.backend()
     variables = list(model.trainable_variables)

@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 from keras_tlft import atomic_write  # noqa: E402
-from keras_tlft.cache import fit_frozen  # noqa: E402
-from keras_tlft.graph import split_at_backbone  # noqa: E402
+from keras_tlft.model.graph import split_at_backbone  # noqa: E402
+from keras_tlft.training.cache import fit_frozen  # noqa: E402
 
 CLASSES = 4
 SEED = 1337

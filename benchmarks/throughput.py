@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write_json  # noqa: E402
 
 from keras_tlft import build_model  # noqa: E402
-from keras_tlft.bench import device_name, repeated_batch, run_bench  # noqa: E402
+from keras_tlft.reporting.bench import device_name, repeated_batch, run_bench  # noqa: E402
 
 DEFAULT_BACKBONES = "mobilenet_v2,resnet50,vgg16,efficientnet_b0"
 

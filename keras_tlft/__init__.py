@@ -4,16 +4,26 @@ The public API. Names that need Keras, pluggy or the plugin registry are importe
 so ``import keras_tlft`` (and with it ``keras-tlft list``, and every plugin that imports
 ``BackboneSpec`` from here) stays free of TensorFlow; ``dir(keras_tlft)`` and type checkers see
 them all.
+
+The code lives in packages, in the order data flows: ``backbones`` (what a backbone is, and the
+plugins and registry that supply them), ``model`` (``build_model``, heads, and a model's backbone
+cut into blocks), ``schedules`` (what trains when, as plain data), ``callbacks``
+(``ProgressiveUnfreeze`` and its mechanics), ``training`` (``fine_tune``, ``fit_frozen``,
+``lr_find``) and ``reporting`` (``inspect_backbone``, the bench engine), with the CLI on top. The
+old flat paths (``keras_tlft.schedule``...) still import, as the same modules
+(:mod:`keras_tlft._moved`).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
+from keras_tlft import _moved
 from keras_tlft._files import atomic_path, atomic_write
-from keras_tlft.preset_backbones import WeightsDownloadError
-from keras_tlft.spec import (
+from keras_tlft.backbones.preset_backbones import WeightsDownloadError
+from keras_tlft.backbones.spec import (
     AmbiguousBackboneError,
     BackboneSpec,
     BlockRule,
@@ -21,20 +31,20 @@ from keras_tlft.spec import (
 )
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
-    from keras_tlft import heads
-    from keras_tlft.adapters import tokens_as_feature_map
-    from keras_tlft.assembly import build_model
-    from keras_tlft.blocks import parse_unfreeze
-    from keras_tlft.cache import fit_frozen
-    from keras_tlft.drift import FeatureDrift
-    from keras_tlft.early_stopping import StageEarlyStopping
-    from keras_tlft.graph import check_cacheable
-    from keras_tlft.heads import parse_head_spec
-    from keras_tlft.history import join_histories
-    from keras_tlft.hookspecs import hookimpl
-    from keras_tlft.lr_finder import LRFinderResult, lr_find
-    from keras_tlft.plan import plan_stages
-    from keras_tlft.presets import (
+    from keras_tlft.backbones.adapters import tokens_as_feature_map
+    from keras_tlft.backbones.hookspecs import hookimpl
+    from keras_tlft.backbones.registry import get_backbone, get_registry, list_backbones
+    from keras_tlft.callbacks.drift import FeatureDrift
+    from keras_tlft.callbacks.early_stopping import StageEarlyStopping
+    from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.model import heads
+    from keras_tlft.model.assembly import build_model
+    from keras_tlft.model.blocks import parse_unfreeze
+    from keras_tlft.model.graph import check_cacheable
+    from keras_tlft.model.heads import parse_head_spec
+    from keras_tlft.reporting.report import inspect_backbone
+    from keras_tlft.schedules.plan import plan_stages
+    from keras_tlft.schedules.presets import (
         fine_tune_at,
         gradual,
         layer_decay,
@@ -43,45 +53,48 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
         two_phase,
         ulmfit,
     )
-    from keras_tlft.recipes import fine_tune
-    from keras_tlft.registry import get_backbone, get_registry, list_backbones
-    from keras_tlft.report import inspect_backbone
-    from keras_tlft.schedule import Schedule
-    from keras_tlft.schedule_input import parse_schedule
-    from keras_tlft.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.schedules.schedule import Schedule
+    from keras_tlft.schedules.schedule_input import parse_schedule
+    from keras_tlft.training.cache import fit_frozen
+    from keras_tlft.training.history import join_histories
+    from keras_tlft.training.lr_finder import LRFinderResult, lr_find
+    from keras_tlft.training.recipes import fine_tune
 
 __version__ = "0.1.0"
 
+# Public names that are modules; no other public name is ever a module (see _moved.Package).
+_PUBLIC_MODULES = ("heads",)
+
 _LAZY = {
-    "hookimpl": "keras_tlft.hookspecs",
-    "get_backbone": "keras_tlft.registry",
-    "get_registry": "keras_tlft.registry",
-    "list_backbones": "keras_tlft.registry",
-    "build_model": "keras_tlft.assembly",
-    "heads": "keras_tlft.heads",
-    "parse_head_spec": "keras_tlft.heads",
-    "inspect_backbone": "keras_tlft.report",
-    "parse_unfreeze": "keras_tlft.blocks",
-    "ProgressiveUnfreeze": "keras_tlft.unfreeze",
-    "StageEarlyStopping": "keras_tlft.early_stopping",
-    "Schedule": "keras_tlft.schedule",
-    "parse_schedule": "keras_tlft.schedule_input",
-    "plan_stages": "keras_tlft.plan",
-    "two_phase": "keras_tlft.presets",
-    "fine_tune_at": "keras_tlft.presets",
-    "gradual": "keras_tlft.presets",
-    "plateau": "keras_tlft.presets",
-    "lp_ft": "keras_tlft.presets",
-    "ulmfit": "keras_tlft.presets",
-    "layer_decay": "keras_tlft.presets",
-    "fine_tune": "keras_tlft.recipes",
-    "fit_frozen": "keras_tlft.cache",
-    "join_histories": "keras_tlft.history",
-    "check_cacheable": "keras_tlft.graph",
-    "lr_find": "keras_tlft.lr_finder",
-    "LRFinderResult": "keras_tlft.lr_finder",
-    "FeatureDrift": "keras_tlft.drift",
-    "tokens_as_feature_map": "keras_tlft.adapters",
+    "hookimpl": "keras_tlft.backbones.hookspecs",
+    "get_backbone": "keras_tlft.backbones.registry",
+    "get_registry": "keras_tlft.backbones.registry",
+    "list_backbones": "keras_tlft.backbones.registry",
+    "build_model": "keras_tlft.model.assembly",
+    "heads": "keras_tlft.model.heads",
+    "parse_head_spec": "keras_tlft.model.heads",
+    "inspect_backbone": "keras_tlft.reporting.report",
+    "parse_unfreeze": "keras_tlft.model.blocks",
+    "ProgressiveUnfreeze": "keras_tlft.callbacks.unfreeze",
+    "StageEarlyStopping": "keras_tlft.callbacks.early_stopping",
+    "Schedule": "keras_tlft.schedules.schedule",
+    "parse_schedule": "keras_tlft.schedules.schedule_input",
+    "plan_stages": "keras_tlft.schedules.plan",
+    "two_phase": "keras_tlft.schedules.presets",
+    "fine_tune_at": "keras_tlft.schedules.presets",
+    "gradual": "keras_tlft.schedules.presets",
+    "plateau": "keras_tlft.schedules.presets",
+    "lp_ft": "keras_tlft.schedules.presets",
+    "ulmfit": "keras_tlft.schedules.presets",
+    "layer_decay": "keras_tlft.schedules.presets",
+    "fine_tune": "keras_tlft.training.recipes",
+    "fit_frozen": "keras_tlft.training.cache",
+    "join_histories": "keras_tlft.training.history",
+    "check_cacheable": "keras_tlft.model.graph",
+    "lr_find": "keras_tlft.training.lr_finder",
+    "LRFinderResult": "keras_tlft.training.lr_finder",
+    "FeatureDrift": "keras_tlft.callbacks.drift",
+    "tokens_as_feature_map": "keras_tlft.backbones.adapters",
 }
 
 __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read it
@@ -127,12 +140,17 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
 def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
+        if f"keras_tlft.{name}" in _moved.MOVED:  # an old module path: keras_tlft.registry...
+            return importlib.import_module(f"keras_tlft.{name}")
         raise AttributeError(f"module 'keras_tlft' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    value = mod if name == "heads" else getattr(mod, name)
+    value = mod if name in _PUBLIC_MODULES else getattr(mod, name)
     globals()[name] = value  # looked up once
     return value
 
 
 def __dir__():
     return sorted([*__all__, "__version__"])
+
+
+_moved.install(sys.modules[__name__])

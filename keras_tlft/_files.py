@@ -1,4 +1,4 @@
-"""Atomic file writes: every file keras-tlft writes goes through here.
+"""Atomic file writes: every file keras-tlft writes goes through here (and JSON read back).
 
 The new content is written to a temporary file in the destination's folder, flushed to disk,
 then moved over the destination with ``os.replace`` (atomic on POSIX and Windows). A write that
@@ -11,11 +11,12 @@ Standard library only: ``keras-tlft --help`` imports this module.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "read_json"]
 
 
 @contextlib.contextmanager
@@ -63,3 +64,35 @@ def atomic_write(
         tmp, mode, encoding=None if "b" in mode else encoding
     ) as f:
         yield f
+
+
+def read_json(path: str | os.PathLike, what: str = "File"):
+    """The JSON document in ``path``; invalid JSON and a key given twice in one object (JSON
+    readers keep only the last) are ValueErrors that name the file (``what``: its kind)."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f, object_pairs_hook=_refuse_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}. "
+                             f"Received: path={str(path)!r}") from None
+        except _DuplicateKey as exc:
+            raise ValueError(
+                f"{what} {str(path)!r} gives the key {exc.key!r} twice in one object: "
+                "JSON readers keep only the last, so one of the two would be ignored. "
+                f"Expected each key once. Received: path={str(path)!r}"
+            ) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs) -> dict:
+    data: dict = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data

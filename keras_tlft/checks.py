@@ -1,5 +1,6 @@
 """The checks of plain values that schedules, presets, plans, recipes, early stopping and the CLI
-share, and the shape of their error messages (``... Received: name=value``).
+share, the shape of their error messages (``... Received: name=value``), and text that did not
+come from us made safe for a terminal (:func:`strip_controls`).
 
 Plain data: imports neither Keras nor pluggy.
 """
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from typing import Any
 
-__all__ = ["check_choice", "check_number", "check_regular_file", "received"]
+__all__ = ["check_choice", "check_number", "check_regular_file", "received", "strip_controls"]
 
 
 def received(name: str, value: Any) -> str:
@@ -71,3 +73,27 @@ def _file_kind(mode: int) -> str:
     kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
              (stat.S_ISBLK, "block device"))
     return next((kind for test, kind in kinds if test(mode)), "special file")
+
+
+# Escape sequences (CSI such as clear-screen, OSC such as set-window-title, DCS/SOS/PM/APC
+# strings, two-character ones), then any other C0/C1 control but tab and newline, DEL, and the
+# bidirectional overrides that make a name read differently from what it is.
+CONTROLS = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without terminal control sequences and characters (tab and newline kept).
+
+    Names from an untrusted ``.keras`` file, a plugin's names, descriptions and error messages
+    reach the terminal: an OSC sequence in a layer name would retitle the window, a CSI one clear
+    the screen. Every console of the CLI applies this to all it prints
+    (``keras_tlft.cli._common.make_console``), and so do the warnings about plugins: only our own
+    styling reaches the terminal as escape sequences.
+    """
+    return CONTROLS.sub("", text)

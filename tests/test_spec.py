@@ -20,7 +20,7 @@ def test_plugins_import_the_data_types_from_the_top_level():
     from keras_tlft import BackboneSpec, BlockRule, hookimpl
     from keras_tlft.registry import BackboneSpec as registry_spec
 
-    assert BackboneSpec is registry_spec and BlockRule.__module__ == "keras_tlft.spec"
+    assert BackboneSpec is registry_spec and BlockRule.__module__ == "keras_tlft.backbones.spec"
     assert callable(hookimpl)
 
 

@@ -15,7 +15,6 @@ import warnings
 from rich.console import Console
 from rich.markup import escape
 
-from keras_tlft.batchnorm import BN_POLICIES
 from keras_tlft.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
@@ -47,6 +46,7 @@ from keras_tlft.cli.listing import (
     cmd_new_plugin,
     cmd_plugins,
 )
+from keras_tlft.model.batchnorm import BN_POLICIES
 
 # The verbs live in the modules above; every name the old single-module cli had is still here.
 __all__ = [
@@ -296,7 +296,7 @@ def _plugin_warnings_to(err: Console, command: str):
     """A ``warnings.showwarning`` that reports plugin problems once, as one line of ours on
     stderr (``plugins`` and ``check`` report failures in their own output); other warnings go
     to Python's own."""
-    from keras_tlft.registry import NameCollisionWarning, PluginWarning
+    from keras_tlft.backbones.registry import NameCollisionWarning, PluginWarning
 
     show = warnings.showwarning
 
@@ -336,7 +336,7 @@ def is_bad_input(exc: BaseException) -> bool:
     (ending with ``Received: name=value``). Anything else, including a ``TypeError`` from a bug in
     our code or an error raised inside Keras or a plugin, is a failure of the work.
     """
-    from keras_tlft.spec import AmbiguousBackboneError, UnknownBackboneError
+    from keras_tlft.backbones.spec import AmbiguousBackboneError, UnknownBackboneError
 
     if isinstance(exc, (UsageError, UnknownBackboneError, AmbiguousBackboneError)):
         return True

@@ -16,8 +16,8 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.table import Table
 
-from keras_tlft.terminal import CONTROLS as _CONTROLS
-from keras_tlft.terminal import strip_controls
+from keras_tlft.checks import CONTROLS as _CONTROLS
+from keras_tlft.checks import strip_controls
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `ls | head -1`
@@ -207,7 +207,7 @@ def check_batch_memory(option: str, batch_size: int, shape, data_batches: int = 
     """Refuse a batch that cannot fit: the images as float32 times :data:`ACTIVATION_FACTOR`
     (plus ``data_batches`` batches of data the verb makes itself) above the memory available.
     Such a run would only die of memory after seconds of building."""
-    from keras_tlft.feature_store import available_memory
+    from keras_tlft.training.feature_store import available_memory
 
     pixels = 1
     for d in shape:

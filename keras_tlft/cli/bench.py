@@ -24,9 +24,11 @@ from keras_tlft.cli._common import (
 
 
 def cmd_bench(args, out: Console) -> int:
-    from keras_tlft.bench import PHASES  # plain data: the module imports Keras only when run
-    from keras_tlft.blocks import parse_unfreeze
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.blocks import parse_unfreeze
+    from keras_tlft.reporting.bench import (
+        PHASES,  # plain data: the module imports Keras only when run
+    )
 
     get_backbone(args.name)
     parse_unfreeze(args.partial, "--partial")
@@ -48,7 +50,7 @@ def cmd_bench(args, out: Console) -> int:
             raise UsageError(f"Keras is already loaded; set KERAS_BACKEND={args.backend} instead.")
         os.environ["KERAS_BACKEND"] = args.backend
     _quiet_tensorflow()
-    from keras_tlft.bench import device_name, run_bench
+    from keras_tlft.reporting.bench import device_name, run_bench
 
     device, on_gpu = device_name()
     batch = args.batch_size or (32 if on_gpu else 8)
@@ -86,8 +88,8 @@ def cmd_bench(args, out: Console) -> int:
 def _check_bench_sizes(args, batch: int | None = None) -> None:
     """An image size and a batch that can fit, before Keras builds anything (the batch's
     default, 8 on a CPU and 32 on a GPU, is checked again once the device is known)."""
-    from keras_tlft.assembly import MAX_SIDE
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.assembly import MAX_SIDE
 
     spec = get_backbone(args.name)
     size = args.image_size or spec.default_input_shape[0]

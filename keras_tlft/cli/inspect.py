@@ -22,10 +22,10 @@ from keras_tlft.cli._common import (
 
 
 def cmd_inspect(args, out: Console) -> int:
-    from keras_tlft.assembly import parse_input_shape
-    from keras_tlft.blocks import parse_unfreeze
-    from keras_tlft.heads import resolve_head
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.assembly import parse_input_shape
+    from keras_tlft.model.blocks import parse_unfreeze
+    from keras_tlft.model.heads import resolve_head
 
     # Validate everything before the slow part (importing Keras, building the model).
     bn = _bn_policy(args)
@@ -36,10 +36,10 @@ def cmd_inspect(args, out: Console) -> int:
     if args.head is not None:
         resolve_head(args.head, args.num_classes)
     if args.schedule is not None:
-        from keras_tlft.schedule_input import parse_schedule
+        from keras_tlft.schedules.schedule_input import parse_schedule
 
         parse_schedule(args.schedule)
-    from keras_tlft.local import check_model_file, is_local_path
+    from keras_tlft.backbones.local import check_model_file, is_local_path
 
     if is_local_path(args.name):
         check_model_file(os.fspath(args.name))
@@ -54,7 +54,7 @@ def cmd_inspect(args, out: Console) -> int:
 
     _quiet_tensorflow()
     from keras_tlft.cli import is_bad_input
-    from keras_tlft.report import inspect_backbone
+    from keras_tlft.reporting.report import inspect_backbone
 
     try:
         report = inspect_backbone(

@@ -36,7 +36,7 @@ def _report_collisions(registry) -> None:
 
 
 def cmd_list(args, out: Console) -> int:
-    from keras_tlft.registry import list_backbones
+    from keras_tlft.backbones.registry import list_backbones
 
     if args.source is not None and not args.source.strip():
         raise UsageError("--source is empty: give a source such as applications (run "
@@ -98,7 +98,7 @@ def cmd_list(args, out: Console) -> int:
 
 def _say_why_nothing_matched(args) -> None:
     """An empty listing is not silent: say on stderr which filter left nothing, and why."""
-    from keras_tlft.registry import list_backbones
+    from keras_tlft.backbones.registry import list_backbones
 
     err = make_console(stderr=True)
     if args.pattern is not None and not list_backbones(args.source, pattern=args.pattern):
@@ -133,7 +133,7 @@ def _print_plain(header: list[str], cells: list[list[str]], right: set[str],
 
 
 def cmd_plugins(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry, natural_key
+    from keras_tlft.backbones.registry import get_registry, natural_key
 
     registry = get_registry()
     rows = [
@@ -218,7 +218,7 @@ def _render_plugins_verbose(rows: list, out: Console) -> None:
 
 
 def cmd_check(args, out: Console) -> int:
-    from keras_tlft.registry import get_registry
+    from keras_tlft.backbones.registry import get_registry
 
     registry = get_registry()
     known = {p.name for p in registry.plugins} | {f.plugin for f in registry.failures}
@@ -259,7 +259,7 @@ class _no_status:
 
 def _check_one(spec, build: bool) -> str | None:
     """The conformance kit's verdict on one spec: ``None``, or the reason it fails."""
-    from keras_tlft.testing import check_backbone_spec
+    from keras_tlft.backbones.testing import check_backbone_spec
 
     side = max(spec.min_input_size, 64)
     shape = (side, side, spec.default_input_shape[2]) if build else None
@@ -296,7 +296,7 @@ def _render_check(doc: dict, out: Console) -> None:
 
 
 def cmd_new_plugin(args, out: Console) -> int:
-    from keras_tlft.plugin_template import write_plugin_project
+    from keras_tlft.backbones.plugin_template import write_plugin_project
 
     directory = args.directory or f"keras-tlft-{args.name.replace('_', '-')}"
     written = write_plugin_project(args.name, directory)

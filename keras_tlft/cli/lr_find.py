@@ -67,15 +67,15 @@ def add_parser(sub) -> None:
 
 
 def cmd_lr_find(args, out: Console) -> int:
-    from keras_tlft.assembly import check_weights, parse_input_shape
-    from keras_tlft.heads import resolve_head
-    from keras_tlft.registry import get_backbone
+    from keras_tlft.backbones.registry import get_backbone
+    from keras_tlft.model.assembly import check_weights, parse_input_shape
+    from keras_tlft.model.heads import resolve_head
 
     # Validate everything before the slow part (importing Keras, building the model).
     spec = get_backbone(args.name)
     shape = parse_input_shape(args.input_shape, "--input-shape") if args.input_shape else None
     if args.schedule is not None:
-        from keras_tlft.schedule_input import parse_schedule
+        from keras_tlft.schedules.schedule_input import parse_schedule
 
         parse_schedule(args.schedule)
     if not (0 < args.start_lr < args.end_lr):

@@ -3,8 +3,8 @@
 import pytest
 import tlft_example
 
-from keras_tlft.registry import Registry
-from keras_tlft.testing import check_backbone_spec
+from keras_tlft.backbones.registry import Registry
+from keras_tlft.backbones.testing import check_backbone_spec
 
 
 @pytest.mark.parametrize("spec", tlft_example.SPECS, ids=lambda s: s.name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 
 from keras_tlft import BackboneSpec, hookimpl
-from keras_tlft.preset_backbones import PresetLibrary
+from keras_tlft.backbones.preset_backbones import PresetLibrary
 from keras_tlft_keras_cv.architectures import ARCHITECTURES, Architecture
 
 SOURCE = "keras_cv"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 
 from keras_tlft import BackboneSpec, hookimpl, tokens_as_feature_map
-from keras_tlft.preset_backbones import PresetLibrary
+from keras_tlft.backbones.preset_backbones import PresetLibrary
 from keras_tlft_keras_hub.architectures import ARCHITECTURES, Architecture
 from keras_tlft_keras_hub.transformer_layers import UNROLLED, layers_as_model_layers
 

@@ -1,0 +1,10 @@
+"""Callbacks: :class:`~keras_tlft.ProgressiveUnfreeze` (the policy) and its mechanics.
+
+- ``unfreeze``: ProgressiveUnfreeze, the schedule applied inside one ``fit``.
+- ``staging``: what a stage change does to the model, and the records a resumed run reads.
+- ``optim``: the optimizer mechanics (per-variable learning rates, rebuilt across stages).
+- ``plateau``: the plateau trigger (when the next stage begins on a plateau).
+- ``fit_checks``: what is checked as a ``fit`` begins.
+- ``early_stopping``: :class:`~keras_tlft.StageEarlyStopping`.
+- ``drift``: :class:`~keras_tlft.FeatureDrift`.
+"""

@@ -1,0 +1,191 @@
+"""``fine_tune``: fastai's one-line fine-tuning, on the pieces keras-tlft already has.
+
+Frozen epochs on cached backbone features (:func:`~keras_tlft.fit_frozen`) when that cannot
+change the result, then ``model.fit`` with a :class:`~keras_tlft.ProgressiveUnfreeze` schedule
+for the rest, and one joined ``History`` (:func:`~keras_tlft.join_histories`).
+"""
+
+from __future__ import annotations
+
+from keras_tlft.checks import check_number, received
+from keras_tlft.schedules.schedule import Schedule
+from keras_tlft.schedules.schedule_input import parse_schedule
+
+__all__ = ["DEFAULT_BACKBONE_LR_RATIO", "fine_tune", "frozen_prefix"]
+
+# The default schedule's backbone learning rate, as a ratio of the head's (the optimizer's).
+DEFAULT_BACKBONE_LR_RATIO = 0.1
+
+
+def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None = None,
+              schedule=None, validation_data=None, batch_size: int | None = None,
+              callbacks=None, verbose="auto", backbone=None, blocks=None):
+    """Fine-tune a compiled transfer model in one call: frozen epochs, then a schedule.
+
+    fastai's ``learn.fine_tune(epochs)``: the head trains alone for ``frozen_epochs`` epochs,
+    then the backbone unfreezes as ``schedule`` says, until epoch ``epochs``. The frozen epochs
+    run through :func:`~keras_tlft.fit_frozen` (the backbone's features computed once, however
+    many epochs) when :func:`~keras_tlft.check_cacheable` finds that safe (no augmentation or
+    dropout before the backbone, a frozen backbone without trainable BatchNorm), and in
+    ``model.fit`` otherwise; the rest runs in ``model.fit(initial_epoch=frozen_epochs)`` with a
+    :class:`~keras_tlft.ProgressiveUnfreeze` callback, so epochs are numbered across the whole
+    run, as the schedule counts them.
+
+    The default schedule unfreezes the whole backbone after the frozen epochs, the head at the
+    optimizer's learning rate and the backbone at a tenth of it (``backbone_lr_ratio=0.1``):
+    fastai's recipe (one frozen epoch, then everything, the pretrained layers at lower rates)
+    without a per-block decay, which on a deep backbone would leave its lowest blocks all but
+    frozen (``1/2.6`` per block puts the lowest of MobileNetV2's 19 blocks at ``3e-8`` of the top
+    block's rate). Pass ``schedule="ulmfit"`` or ``"layer_decay"`` for rates per block,
+    ``schedule="lp_ft"`` for LP-FT (its probe then runs on cached features).
+
+    Args:
+        model: a compiled model with a backbone (e.g. from :func:`keras_tlft.build_model`).
+        x: input data, as for ``model.fit``: arrays, a ``tf.data.Dataset`` or a
+            ``keras.utils.PyDataset``.
+        y: targets, for arrays only.
+        epochs: the epoch to stop at (the whole run: frozen epochs included).
+        frozen_epochs: epochs of the head alone before the schedule unfreezes anything.
+            ``None`` (the default): 1 with the default schedule; with a given schedule, the
+            epochs before its first stage that trains part of the backbone (``lp_ft``: its
+            ``probe_epochs``; ``two_phase``: its ``frozen_epochs``; ``gradual`` and
+            ``ulmfit``: their first block's epoch), and 0 for a plateau schedule, whose frozen
+            stage ends when its metric says. A given schedule must not unfreeze earlier.
+        schedule: anything ``ProgressiveUnfreeze`` accepts (a preset string, a mapping
+            ``{epoch: unfreeze}``, a JSON file, a ``Schedule``), its epochs counted from the
+            first frozen one. ``None``: the default above.
+        validation_data: as for ``model.fit``, used in both parts.
+        batch_size: as for ``model.fit``, used in both parts.
+        callbacks: Keras callbacks, given to both parts (not a ``ProgressiveUnfreeze``: the
+            schedule is this function's).
+        verbose: ``"auto"``, 0, 1 or 2, as for ``model.fit``; other than 0, the callback also
+            prints its blocks and stages, and which way the frozen epochs run.
+        backbone: where the backbone is, as ``ProgressiveUnfreeze`` and ``fit_frozen`` take it.
+        blocks: its blocks, as ``ProgressiveUnfreeze`` takes them.
+
+    Returns:
+        One ``keras.callbacks.History`` of every epoch, ``0`` to ``epochs - 1``.
+
+    Example:
+
+    ```python
+    model = tlft.build_model("mobilenet_v2", num_classes=10)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = tlft.fine_tune(model, x, y, epochs=6, validation_data=(x_val, y_val))
+    # LP-FT: a 10-epoch linear probe on cached features, then everything at 1e-5.
+    history = tlft.fine_tune(model, x, y, epochs=14, schedule="lp_ft:probe_epochs=10")
+    ```
+    """
+    from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
+    from keras_tlft.model.graph import check_cacheable
+    from keras_tlft.training.cache import fit_frozen
+    from keras_tlft.training.history import join_histories
+
+    _check_compiled(model)
+    check_number("epochs", epochs, low=1, allow_low=True, integer=True)
+    check_number("frozen_epochs", frozen_epochs, allow_none=True, allow_low=True, integer=True)
+    if isinstance(verbose, bool) or verbose not in ("auto", 0, 1, 2):
+        raise ValueError(f"Invalid verbose: expected 'auto', 0, 1 or 2. "
+                         f"{received('verbose', verbose)}")
+    callbacks = _check_callbacks(callbacks, ProgressiveUnfreeze)
+    schedule, frozen_epochs = _schedule_and_frozen_epochs(schedule, frozen_epochs)
+    if epochs <= frozen_epochs:
+        raise ValueError(
+            f"fine_tune has nothing to fine-tune: its {frozen_epochs} frozen epoch(s) take the "
+            f"whole run. Expected epochs > frozen_epochs (or fit_frozen for a frozen run "
+            f"only). Received: epochs={epochs}, frozen_epochs={frozen_epochs}")
+    unfreeze = ProgressiveUnfreeze(schedule, backbone=backbone, blocks=blocks,
+                                   verbose=0 if verbose == 0 else 1)
+    fit_args = dict(batch_size=batch_size, validation_data=validation_data, verbose=verbose)
+    parts = []
+    initial_epoch = 0
+    if frozen_epochs:
+        try:
+            check_cacheable(model, backbone)
+            reason = None
+        except ValueError as exc:
+            reason = str(exc)
+        which = "epoch 0" if frozen_epochs == 1 else f"epochs 0-{frozen_epochs - 1}"
+        _say(verbose, f"fine_tune: frozen {which} " + (
+            "on cached backbone features (fit_frozen)" if reason is None else
+            f"in model.fit, as caching would change the result: {reason}"))
+        if reason is None:
+            parts.append(fit_frozen(model, x, y, epochs=frozen_epochs, callbacks=callbacks,
+                                    backbone=backbone, **fit_args))
+            initial_epoch = frozen_epochs
+    parts.append(model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
+                           callbacks=[unfreeze, *callbacks], **fit_args))
+    return join_histories(*parts)
+
+
+def frozen_prefix(schedule: Schedule) -> int | None:
+    """The epochs before ``schedule``'s first stage that trains part of the backbone (``None``:
+    it never does); 0 for a plateau schedule, whose stages have no epochs."""
+    if schedule.trigger == "plateau":
+        return 0
+    if not schedule.stages:
+        return (schedule.every or 1) if schedule.start is None else schedule.start
+    unfreezing = [s.epoch for s in schedule.stages if s.unfreeze.kind != "none"]
+    return unfreezing[0] if unfreezing else None
+
+
+def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]:
+    if schedule is None:
+        frozen = 1 if frozen_epochs is None else frozen_epochs
+        stages = {0: "all"} if frozen == 0 else {0: "none", frozen: "all"}
+        return Schedule(stages, backbone_lr_ratio=DEFAULT_BACKBONE_LR_RATIO), frozen
+    schedule = parse_schedule(schedule)
+    prefix = frozen_prefix(schedule)
+    if frozen_epochs is None:
+        if prefix is None:
+            raise ValueError(
+                "fine_tune's schedule never unfreezes the backbone: expected a schedule with a "
+                "stage that trains part of it (or fit_frozen for a frozen run). "
+                f"{received('schedule', schedule.to_json())}")
+        return schedule, prefix
+    if schedule.trigger == "plateau":
+        first = schedule.stages[0].unfreeze.kind if schedule.stages else "none"
+        if frozen_epochs and first != "none":
+            raise ValueError(
+                "fine_tune's frozen epochs would freeze what the plateau schedule's first stage "
+                f"trains ({first}): expected frozen_epochs=0 or a first stage 'none'. "
+                f"Received: frozen_epochs={frozen_epochs}, schedule={schedule.to_json()}")
+    elif prefix is not None and frozen_epochs > prefix:
+        raise ValueError(
+            f"fine_tune's schedule unfreezes part of the backbone at epoch {prefix}, during the "
+            f"frozen epochs: expected frozen_epochs <= {prefix}, or a schedule whose first "
+            "unfreezing stage begins later (epochs count across the whole run). "
+            f"Received: frozen_epochs={frozen_epochs}, schedule={schedule.to_json()}")
+    return schedule, frozen_epochs
+
+
+def _check_compiled(model) -> None:
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "fine_tune trains with the model's own loss, metrics and optimizer: compile the "
+            "model first, e.g. model.compile('adam', 'sparse_categorical_crossentropy', "
+            f"metrics=['accuracy']). Received: model.compiled={getattr(model, 'compiled', False)}")
+
+
+def _check_callbacks(callbacks, unfreeze_type) -> list:
+    import keras
+
+    callbacks = list(callbacks or [])
+    for i, callback in enumerate(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(f"Invalid callbacks: expected keras.callbacks.Callback objects. "
+                            f"Received: callbacks[{i}]={callback!r}")
+        if isinstance(callback, unfreeze_type):
+            raise ValueError(
+                "fine_tune makes its own ProgressiveUnfreeze from schedule=: pass the schedule "
+                "(and backbone=, blocks=) to fine_tune instead of the callback. "
+                f"Received: callbacks[{i}]={callback!r}")
+    return callbacks
+
+
+def _say(verbose, message: str) -> None:
+    if verbose != 0:
+        from keras_tlft import _keras_compat as compat
+
+        compat.print_msg(message)
