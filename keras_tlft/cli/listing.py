@@ -74,7 +74,7 @@ def cmd_list(args, out: Console) -> int:
               ", ".join(r["offline_weights"]) or "-"] for r in rows]
     right = {"parameters", "input", "blocks"}
     # Names are what a user types: never cut; the other columns go, least useful first.
-    drop = ["offline", "family", "blocks", "input", "parameters"]
+    drop = ["family", "offline", "blocks", "input", "parameters"]  # least useful first
     if not out.is_terminal:  # a pipe or a file: plain columns, as `pip list` prints them
         if left_out := _print_plain(header, cells, right, width=out.width, drop=drop):
             make_console(stderr=True).print(
