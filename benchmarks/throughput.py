@@ -3,8 +3,9 @@
 For each backbone, in one process: `run_bench` (the frozen and full phases, stages changed by
 `ProgressiveUnfreeze` inside one fit) and a plain `model.fit` of the same model on the same
 batch, fed the same way (one batch repeated), frozen then fully trainable (recompiled, as the
-Keras guide does). Prints images/s of both and their ratio (1.00 = no cost), and writes
-benchmarks/results/throughput.json.
+Keras guide does). Both sides compile with the same ``jit_compile`` (default ``"auto"``, what
+``model.compile`` does by default: no XLA on a TensorFlow CPU). Prints images/s of both and their
+ratio (1.00 = no cost), and writes benchmarks/results/throughput.json.
 
 Usage:
     python benchmarks/throughput.py                       # CPU defaults: batch 8, 96x96
@@ -81,25 +82,28 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--mixed-precision", action="store_true")
-    parser.add_argument("--no-jit", dest="jit", action="store_false")
+    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                        help="jit_compile of both sides (default: auto, model.compile's own)")
     parser.add_argument("--out", default="throughput.json")
     args = parser.parse_args(argv)
+    jit = {"auto": "auto", "on": True, "off": False}[args.jit]
 
     rows = []
     for name in args.backbones.split(","):
         report = run_bench(name, batch_size=args.batch_size, image_size=args.image_size,
                            steps=args.steps, warmup_steps=args.warmup_steps,
-                           mixed_precision=args.mixed_precision, jit_compile=args.jit,
+                           mixed_precision=args.mixed_precision, jit_compile=jit,
                            phases=("frozen", "full"))
         keras.backend.clear_session()
         plain = plain_keras(name, args.batch_size, args.image_size, args.steps,
-                            args.warmup_steps, args.jit, args.mixed_precision)
+                            args.warmup_steps, jit, args.mixed_precision)
         keras.backend.clear_session()
         for phase in report.phases:
             row = {"backbone": name, "phase": phase.phase,
                    "tlft_images_per_second": phase.images_per_second,
                    "keras_images_per_second": plain[phase.phase],
                    "ratio": phase.images_per_second / plain[phase.phase],
+                   "jit_compile": report.jit_compile,
                    "peak_memory_mb": phase.peak_memory_mb,
                    "stage_change_seconds": phase.stage_change_seconds,
                    "trace_seconds": phase.trace_seconds}
