@@ -57,8 +57,9 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             first frozen one. ``None``: the default above.
         validation_data: as for ``model.fit``, used in both parts.
         batch_size: as for ``model.fit``, used in both parts.
-        callbacks: Keras callbacks, given to both parts (not a ``ProgressiveUnfreeze``: the
-            schedule is this function's).
+        callbacks: Keras callbacks, given to every part (not a ``ProgressiveUnfreeze``: the
+            schedule is this function's); each part is a ``fit`` of its own (the frozen epochs,
+            each stage on a cached prefix, the rest), so ``on_train_begin`` runs at each.
         verbose: ``"auto"``, 0, 1 or 2, as for ``model.fit``; other than 0, the callback also
             prints its blocks and stages, and which way the frozen epochs run.
         backbone: where the backbone is, as ``ProgressiveUnfreeze`` and ``fit_frozen`` take it.
