@@ -13,6 +13,9 @@ says why at ``verbose=1``.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import keras
 import numpy as np
 
@@ -120,8 +123,12 @@ def fit_stages(model, x, y, unfreeze, callbacks, start: int, end: int, *, batch_
 
     say = say or (lambda message: None)
     fit_args = dict(batch_size=batch_size, validation_data=validation_data, verbose=verbose)
-    plain = lambda a, b: model.fit(x, y, epochs=b, initial_epoch=a,  # noqa: E731
-                                   callbacks=[unfreeze, *callbacks], **fit_args)
+
+    def plain(a, b):
+        with _later_stages_unsaid(b < end):
+            return model.fit(x, y, epochs=b, initial_epoch=a, callbacks=[unfreeze, *callbacks],
+                             **fit_args)
+
     plans = _plan(model, x, y, unfreeze, start, end, validation_data)
     parts, pending = [], None
     for a, b, index, split, reason in plans:
@@ -139,14 +146,26 @@ def fit_stages(model, x, y, unfreeze, callbacks, start: int, end: int, *, batch_
         budget, directory = cache_policy(cache, max_memory_bytes)
         if directory is not None:
             remove_stale_feature_files(directory)
-        parts.append(fit_on_features(
-            model, extractor, rest, (x, y, None), validation_data, epochs=b,
-            batch_size=batch_size, callbacks=[unfreeze, *callbacks], shuffle=True,
-            budget=budget, directory=directory, verbose=verbose,
-            fit_kwargs={"initial_epoch": a}, what="the frozen layers' outputs"))
+        with _later_stages_unsaid(b < end):
+            parts.append(fit_on_features(
+                model, extractor, rest, (x, y, None), validation_data, epochs=b,
+                batch_size=batch_size, callbacks=[unfreeze, *callbacks], shuffle=True,
+                budget=budget, directory=directory, verbose=verbose,
+                fit_kwargs={"initial_epoch": a}, what="the frozen layers' outputs"))
     if pending:
         parts.append(plain(*pending))
     return parts
+
+
+@contextlib.contextmanager
+def _later_stages_unsaid(unsaid: bool):
+    """A part that ends before the run does: its stages after it run in the next part, so the
+    callback's warning that they never run would be wrong (the last part still says it)."""
+    with warnings.catch_warnings():
+        if unsaid:
+            warnings.filterwarnings("ignore", message=r"ProgressiveUnfreeze: .* begin after the "
+                                    r"last epoch of this fit")
+        yield
 
 
 def _plan(model, x, y, unfreeze, start, end, validation_data):

@@ -129,3 +129,12 @@ def test_nothing_to_cache_when_the_backbone_trains_from_its_first_layer():
     model, base = residual_model()
     with pytest.raises(ValueError, match="the backbone trains from its first layers"):
         split_at_frozen_prefix(model, base)
+
+
+def test_stages_in_later_parts_are_not_reported_as_never_running():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(schedule={0: "none", 1: 1, 3: 2}, epochs=5)  # two cached stages: two fits
+    assert not [w for w in caught if "will never run" in str(w.message)]
