@@ -26,6 +26,7 @@ def environment() -> dict:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "device": describe_device(),
+        "load_average": os.getloadavg(),  # 1, 5, 15 minutes, when the figures were written
     }
 
 

@@ -27,6 +27,7 @@ CALLBACK_TESTS = sorted(str(p) for p in TESTS.glob("test_unfreeze*.py")) + [
         "test_drift.py",                # FeatureDrift
         "test_early_stopping.py",       # StageEarlyStopping
         "test_presets_literature.py",   # lp_ft, ulmfit, layer_decay, fine_tune
+        "test_prefix_cache.py",         # fine_tune on cached frozen prefixes
         "test_vit_blocks.py",           # layer decay on keras-hub's ViTs
         "test_bn_policy.py",            # the BatchNorm policies
     )]

@@ -62,7 +62,7 @@ def test_bad_settings_are_refused(kwargs, words):
 def test_cli_bench_json_parses_and_says_what_it_measured_on():
     proc = subprocess.run(
         [sys.executable, "-m", "keras_tlft", "bench", "mobilenet_v2", "--image-size", "32",
-         "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--no-jit",
+         "--batch-size", "2", "--steps", "2", "--warmup-steps", "1",
          "--phases", "frozen,partial,inference", "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ}, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -71,6 +71,73 @@ def test_cli_bench_json_parses_and_says_what_it_measured_on():
     assert doc["device"].startswith(("CPU", "GPU"))
     assert [p["phase"] for p in doc["phases"]] == ["frozen", "partial", "inference"]
     assert doc["phases"][1]["trainable_params"] > doc["phases"][0]["trainable_params"]
+    assert doc["jit_requested"] == "auto"  # model.compile's default, not XLA forced on
+    assert doc["jit_compile"] is _auto_jit_resolves_to()
+
+
+def _auto_jit_resolves_to() -> bool:
+    """What a plain ``model.compile()`` picks on this machine (XLA off on a TensorFlow CPU)."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return bool(model.jit_compile)
+
+
+def test_bench_defaults_to_what_model_compile_does_and_says_so():
+    report = run_bench(TINY, batch_size=2, steps=2, warmup_steps=1, phases=["frozen"])
+    assert report.jit_requested == "auto"
+    assert report.jit_compile is _auto_jit_resolves_to()
+
+
+def test_bench_applies_jit_to_inference_alone():
+    report = run_bench(TINY, batch_size=2, steps=2, warmup_steps=1, phases=["inference"],
+                       jit_compile=False)
+    assert report.jit_requested == "off" and report.jit_compile is False
+
+
+@pytest.mark.parametrize("argv, jit", [([], "auto"), (["--no-jit"], "off"), (["--jit"], "on"),
+                                       (["--jit", "both"], "both")])
+def test_cli_bench_jit_option(argv, jit):
+    from keras_tlft.cli import make_parser
+
+    assert make_parser().parse_args(["bench", "vgg16", *argv]).jit == jit
+
+
+def _tiny_bench(monkeypatch):
+    import keras_tlft.bench as bench
+
+    real = bench.run_bench
+    monkeypatch.setattr(bench, "run_bench", lambda name, **kw: real(
+        TINY, **{**kw, "batch_size": 2, "steps": 2, "warmup_steps": 1}))
+
+
+def test_cli_bench_jit_both_json_has_one_run_without_and_one_with_xla(monkeypatch, capsys):
+    from keras_tlft.cli import main
+
+    _tiny_bench(monkeypatch)
+    assert main(["bench", "vgg16", "--jit", "both", "--phases", "frozen,inference",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["jit"] == "both"
+    assert [r["jit_requested"] for r in doc["runs"]] == ["off", "on"]
+    assert [r["jit_compile"] for r in doc["runs"]] == [False, True]
+    assert [p["phase"] for p in doc["runs"][1]["phases"]] == ["frozen", "inference"]
+
+
+def test_cli_bench_jit_both_shows_both_side_by_side(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from keras_tlft.cli.bench import _render_bench_both
+
+    off, on = (run_bench(TINY, batch_size=2, steps=2, warmup_steps=1, phases=["frozen"],
+                         jit_compile=jit) for jit in (False, True))
+    out = Console(file=io.StringIO(), width=80, highlight=False)
+    _render_bench_both(off, on, out)
+    text = out.file.getvalue()
+    assert "without and with XLA" in text
+    speedup = off.phases[0].step_ms_median / on.phases[0].step_ms_median
+    assert f"{off.phases[0].step_ms_median:.1f}" in text and f"{speedup:.2f}x" in text
 
 
 def test_cli_bench_unknown_backbone_exits_2(capsys):

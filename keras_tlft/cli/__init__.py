@@ -229,6 +229,7 @@ def make_parser() -> argparse.ArgumentParser:
         ["keras-tlft bench mobilenet_v2",
          "keras-tlft bench resnet50 --batch-size 64 --mixed-precision \\\n"
          "    --phases frozen,full",
+         "keras-tlft bench mobilenet_v2 --jit both",
          "keras-tlft bench mobilenet_v2 --backend jax --json"],
         help="throughput, memory and stage-change cost per training phase (synthetic data)",
         description="Measure one backbone (+ a GAP head) on synthetic data: frozen, partially "
@@ -244,8 +245,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="steps before measuring (they include the trace/compile)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=True,
-                   help="compile with XLA (default: on)")
+    p.add_argument("--jit", choices=("auto", "on", "off", "both"), nargs="?", const="on",
+                   default="auto",
+                   help="XLA: auto (default) is model.compile's own default, i.e. off on a CPU "
+                   "with TensorFlow and on PyTorch, on a GPU with TensorFlow and JAX; both "
+                   "measures off and on side by side")
+    p.add_argument("--no-jit", dest="jit", action="store_const", const="off",
+                   help="same as --jit off")
     p.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                    help="the Keras backend (default: KERAS_BACKEND, else tensorflow)")
     p.add_argument("--phases", default="frozen,partial,full,inference",

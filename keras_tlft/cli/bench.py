@@ -62,24 +62,20 @@ def cmd_bench(args, out: Console) -> int:
                   f"(batch {batch}, {steps} steps).[/yellow]")
     kwargs = dict(batch_size=batch, image_size=args.image_size, steps=steps,
                   warmup_steps=args.warmup_steps, mixed_precision=args.mixed_precision,
-                  jit_compile=args.jit, phases=phases, partial=args.partial)
+                  phases=phases, partial=args.partial)
+    reports = []
+    for jit in JIT_RUNS[args.jit]:
+        reports.append(_run_with_progress(args, err, phases, jit, kwargs, run_bench))
+        if reports[-1].interrupted:
+            break
     if args.json:
-        report = run_bench(args.name, **kwargs)
+        docs = [r.to_dict() for r in reports]
+        _print_json({"jit": "both", "runs": docs} if args.jit == "both" else docs[0])
+    elif len(reports) == 2:
+        _render_bench_both(*reports, out)
     else:
-        from rich.progress import Progress
-
-        with Progress(console=err, transient=True) as progress:
-            tasks = {p: progress.add_task(p, total=None) for p in phases}
-
-            def on_step(phase, step, total):
-                progress.update(tasks[phase], completed=step, total=total)
-
-            report = run_bench(args.name, on_step=on_step, **kwargs)
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        _render_bench(report, out)
-    if report.interrupted:
+        _render_bench(reports[0], out)
+    if reports[-1].interrupted:
         err.print("[yellow]interrupted: the phases finished so far are shown[/yellow]")
         return 130
     return EXIT_OK
@@ -105,13 +101,36 @@ def _check_bench_sizes(args, batch: int | None = None) -> None:
     check_batch_memory(option, batch, shape, data_batches=3, received=received)
 
 
+#: ``--jit`` -> the ``jit_compile`` value(s) measured, in order.
+JIT_RUNS = {"auto": ("auto",), "on": (True,), "off": (False,), "both": (False, True)}
+
+
+def _run_with_progress(args, err: Console, phases, jit, kwargs, run_bench):
+    if args.json:
+        return run_bench(args.name, jit_compile=jit, **kwargs)
+    from rich.progress import Progress
+
+    label = {"auto": "", True: " (XLA)", False: " (no XLA)"}[jit] if args.jit == "both" else ""
+    with Progress(console=err, transient=True) as progress:
+        tasks = {p: progress.add_task(p + label, total=None) for p in phases}
+
+        def on_step(phase, step, total):
+            progress.update(tasks[phase], completed=step, total=total)
+
+        return run_bench(args.name, jit_compile=jit, on_step=on_step, **kwargs)
+
+
+def _jit_words(r) -> str:
+    used = "XLA" if r.jit_compile else "no XLA"
+    return f"{used} (jit auto)" if r.jit_requested == "auto" else used
+
+
 def _render_bench(r, out: Console) -> None:
     mp = "mixed precision" if r.mixed_precision else "float32"
-    jit = "jit" if r.jit_compile else "no jit"
     out.print(f"[bold]{escape(r.backbone)}[/bold] on {escape(r.device)}, backend {r.backend}: "
               f"batch "
               f"{r.batch_size}, {r.image_size}x{r.image_size}, {r.steps} steps after "
-              f"{r.warmup_steps} warm-up, {mp}, {jit}")
+              f"{r.warmup_steps} warm-up, {mp}, {_jit_words(r)}")
     rows = [{
         "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
         "trainable": _fmt_int(p.trainable_params), "ms/step": f"{p.step_ms_median:.1f}",
@@ -131,3 +150,30 @@ def _render_bench(r, out: Console) -> None:
     out.print(f"[dim]ms/step: median, p10-p90 its spread; memory: {r.memory_kind}; trace s: "
               f"warm-up time beyond the median step (trace/compile); change s: the callback's "
               f"own work at the stage change[/dim]")
+
+
+def _render_bench_both(off, on, out: Console) -> None:
+    """``--jit both``: the same phases without and with XLA, side by side."""
+    mp = "mixed precision" if off.mixed_precision else "float32"
+    out.print(f"[bold]{escape(off.backbone)}[/bold] on {escape(off.device)}, backend "
+              f"{off.backend}: batch {off.batch_size}, {off.image_size}x{off.image_size}, "
+              f"{off.steps} steps after {off.warmup_steps} warm-up, {mp}, without and with XLA")
+    with_xla = {p.phase: p for p in on.phases}
+    rows = []
+    for p in off.phases:
+        q = with_xla.get(p.phase)
+        rows.append({
+            "phase": p.phase, "unfreeze": escape(p.unfreeze or "-"),
+            "ms/step": f"{p.step_ms_median:.1f}",
+            "ms/step XLA": f"{q.step_ms_median:.1f}" if q else "-",
+            "XLA speed-up": f"{p.step_ms_median / q.step_ms_median:.2f}x" if q else "-",
+            "trace s": f"{p.trace_seconds:.2f}",
+            "trace s XLA": f"{q.trace_seconds:.2f}" if q else "-",
+        })
+    columns = ["phase", "unfreeze", "ms/step", "ms/step XLA", "XLA speed-up", "trace s",
+               "trace s XLA"]
+    print_rows(out, rows, columns, ["trace s XLA", "trace s"], right=tuple(columns[2:]))
+    if not on.jit_compile:
+        out.print("[yellow]Keras refused XLA for this model: both columns ran without it[/yellow]")
+    out.print("[dim]ms/step: median; XLA speed-up: ms/step without over with XLA (above 1: XLA "
+              "is faster); trace s: warm-up time beyond the median step (trace/compile)[/dim]")

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 TRAIN_PHASES = ("frozen", "partial", "full")
 PHASES = (*TRAIN_PHASES, "inference")
+#: ``model.compile``'s ``jit_compile`` values, as the CLI and the JSON name them.
+JIT_NAMES = {"auto": "auto", True: "on", False: "off"}
 
 
 @dataclass
@@ -52,6 +54,7 @@ class BenchReport:
     mixed_precision: bool
     jit_compile: bool
     partial: str
+    jit_requested: str = "auto"
     total_params: int = 0
     phases: list[PhaseResult] = field(default_factory=list)
     interrupted: bool = False
@@ -185,7 +188,7 @@ def run_bench(
     steps: int = 10,
     warmup_steps: int = 2,
     mixed_precision: bool = False,
-    jit_compile: bool = True,
+    jit_compile: bool | str = "auto",
     phases=PHASES,
     partial="1",
     num_classes: int = 10,
@@ -199,7 +202,9 @@ def run_bench(
         steps, warmup_steps: measured steps per phase, after the warm-up steps (which include
             the trace/compile and are reported as ``trace_seconds``).
         mixed_precision: train under ``mixed_float16`` (``mixed_bfloat16`` on a CPU).
-        jit_compile: passed to ``model.compile``.
+        jit_compile: passed to ``model.compile``: ``"auto"`` (its default: XLA on a GPU with
+            TensorFlow and JAX, off on a TensorFlow CPU and on PyTorch), ``True`` or ``False``.
+            The report's ``jit_compile`` says what Keras used, ``jit_requested`` what was asked.
         phases: any of ``frozen``, ``partial``, ``full``, ``inference``, run in that order.
         partial: the unfreeze spec of the ``partial`` phase (``k`` top blocks or ``from:...``).
         on_step: called as ``on_step(phase, step, total)`` after every step, for progress.
@@ -223,6 +228,9 @@ def run_bench(
                              ("warmup_steps", warmup_steps, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
+    if jit_compile not in ("auto", True, False):
+        raise ValueError(f"jit_compile must be 'auto', True or False. "
+                         f"Received: jit_compile={jit_compile!r}")
     parse_unfreeze(partial, "partial")
     spec = get_backbone(backbone)
     size = image_size or spec.default_input_shape[0]
@@ -234,12 +242,16 @@ def run_bench(
         backbone=spec.key, backend=keras.backend.backend(), device=device, on_gpu=on_gpu,
         memory_kind=MemoryProbe(on_gpu).kind, batch_size=batch_size, image_size=size,
         steps=steps, warmup_steps=warmup_steps, mixed_precision=mixed_precision,
-        jit_compile=jit_compile, partial=str(parse_unfreeze(partial)),
+        jit_compile=jit_compile is True, partial=str(parse_unfreeze(partial)),
+        jit_requested=JIT_NAMES[jit_compile],
     )
     try:
         shape = (size, size, spec.default_input_shape[2])
         model = build_model(spec, num_classes, input_shape=shape, weights=None)
         report.total_params = model.count_params()
+        if jit_compile != "auto":  # inference alone is never compiled: set it on the model
+            model.jit_compile = jit_compile
+        report.jit_compile = bool(model.jit_compile)  # what "auto" resolves to, or a refused True
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 255, (batch_size, *shape)).astype("float32")
         y = rng.integers(0, num_classes, batch_size)

@@ -163,7 +163,20 @@ def fit_frozen(
         (x, y, sample_weight), validation_data = split_validation(
             (x, y, sample_weight), validation_split, validation_data
         )
-    parts = {"training": batches_of(x, y, sample_weight, batch_size, "x")}
+    return fit_on_features(model, extractor, head, (x, y, sample_weight), validation_data,
+                           epochs=epochs, batch_size=batch_size, callbacks=callbacks,
+                           shuffle=shuffle, budget=budget, directory=directory,
+                           verbose=verbose, fit_kwargs=fit_kwargs)
+
+
+def fit_on_features(model, extractor, head, data, validation_data, *, epochs, batch_size,
+                    callbacks, shuffle, budget, directory, verbose, fit_kwargs,
+                    what="the backbone's features"):
+    """Run ``extractor`` once over ``data`` (``(x, y, sample_weight)``) and the validation data,
+    then train ``head`` (whose layers are ``model``'s) on its outputs for ``epochs`` epochs,
+    callbacks seeing ``model``: :func:`fit_frozen`'s engine, also ``fine_tune``'s for a stage
+    whose frozen prefix is cached."""
+    parts = {"training": batches_of(*data, batch_size, "x")}
     if validation_data is not None:
         val_size = fit_kwargs.pop("validation_batch_size", None) or batch_size
         parts["validation"] = batches_of(*unpack(validation_data), val_size, "validation_data")
@@ -172,8 +185,8 @@ def fit_frozen(
     try:
         started = time.perf_counter()
         cached = {
-            what: _extract(extractor, batches, what, stores, budget, directory, verbose)
-            for what, batches in parts.items()
+            part: _extract(extractor, batches, part, stores, budget, directory, verbose, what)
+            for part, batches in parts.items()
         }
         seconds = time.perf_counter() - started
         history = _fit_head(
@@ -196,7 +209,7 @@ def _check_compiled(model) -> None:
         )
 
 
-def _extract(extractor, batches, what, stores, budget, directory, verbose):
+def _extract(extractor, batches, part, stores, budget, directory, verbose, what):
     """Run ``extractor`` over ``batches`` once; returns ``CachedData``."""
     budget -= sum(store.memory_bytes for store in stores)  # one budget for all the parts
     store = FeatureStore(budget, directory, batches.rows, batches.num_batches)
@@ -204,7 +217,7 @@ def _extract(extractor, batches, what, stores, budget, directory, verbose):
     verbose = 1 if verbose == "auto" else verbose
     progbar = keras.utils.Progbar(batches.num_batches, verbose=verbose, unit_name="batch")
     if verbose:
-        print(f"Caching the backbone's features of the {what} data {store.where()}")
+        print(f"Caching {what} of the {part} data {store.where()}")
     labels, weights, batch_size = [], [], batches.batch_size
     for step, (x, y, sample_weight) in enumerate(batches.iterate(), start=1):
         store.append(extractor.predict_on_batch(x))
@@ -213,7 +226,7 @@ def _extract(extractor, batches, what, stores, budget, directory, verbose):
         batch_size = batch_size or int(keras.tree.flatten(x)[0].shape[0])
         progbar.update(step)
     if not labels:
-        raise ValueError(f"The {what} data has no samples. Received: 0 batches")
+        raise ValueError(f"The {part} data has no samples. Received: 0 batches")
     if batches.num_batches is None:
         progbar.update(len(labels), finalize=True)
     return CachedData(store.result(), _concat(labels), _concat(weights), batch_size)

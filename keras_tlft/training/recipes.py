@@ -19,7 +19,8 @@ DEFAULT_BACKBONE_LR_RATIO = 0.1
 
 def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None = None,
               schedule=None, validation_data=None, batch_size: int | None = None,
-              callbacks=None, verbose="auto", backbone=None, blocks=None):
+              callbacks=None, verbose="auto", backbone=None, blocks=None,
+              cache_prefix: bool = True, max_memory_bytes: int | None = None):
     """Fine-tune a compiled transfer model in one call: frozen epochs, then a schedule.
 
     fastai's ``learn.fine_tune(epochs)``: the head trains alone for ``frozen_epochs`` epochs,
@@ -56,12 +57,23 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             first frozen one. ``None``: the default above.
         validation_data: as for ``model.fit``, used in both parts.
         batch_size: as for ``model.fit``, used in both parts.
-        callbacks: Keras callbacks, given to both parts (not a ``ProgressiveUnfreeze``: the
-            schedule is this function's).
+        callbacks: Keras callbacks, given to every part (not a ``ProgressiveUnfreeze``: the
+            schedule is this function's); each part is a ``fit`` of its own (the frozen epochs,
+            each stage on a cached prefix, the rest), so ``on_train_begin`` runs at each.
         verbose: ``"auto"``, 0, 1 or 2, as for ``model.fit``; other than 0, the callback also
             prints its blocks and stages, and which way the frozen epochs run.
         backbone: where the backbone is, as ``ProgressiveUnfreeze`` and ``fit_frozen`` take it.
         blocks: its blocks, as ``ProgressiveUnfreeze`` takes them.
+        cache_prefix: a stage that lasts more than one epoch and keeps the bottom of the
+            backbone frozen (``fine_tune_at``, ``two_phase``, ``gradual``'s early stages) trains
+            on the frozen bottom's outputs computed once per stage
+            (:func:`keras_tlft.training.prefix_cache.fit_stages`), where that gives what
+            ``model.fit`` gives: NumPy arrays, no distribution strategy, nothing random and no
+            BatchNorm in training mode below the lowest trainable layer. Elsewhere, and with ``False``,
+            ``model.fit`` (``verbose=1`` says why).
+        max_memory_bytes: the most bytes of cached outputs kept in memory (then a file in the
+            system's temporary directory), for the frozen epochs and each stage; defaults to
+            half of the memory available (see :func:`~keras_tlft.fit_frozen`).
 
     Returns:
         One ``keras.callbacks.History`` of every epoch, ``0`` to ``epochs - 1``.
@@ -81,6 +93,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     from keras_tlft.model.graph import check_cacheable
     from keras_tlft.training.cache import fit_frozen
     from keras_tlft.training.history import join_histories
+    from keras_tlft.training.prefix_cache import fit_stages
 
     _check_compiled(model)
     check_number("epochs", epochs, low=1, allow_low=True, integer=True)
@@ -112,10 +125,16 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             f"in model.fit, as caching would change the result: {reason}"))
         if reason is None:
             parts.append(fit_frozen(model, x, y, epochs=frozen_epochs, callbacks=callbacks,
-                                    backbone=backbone, **fit_args))
+                                    backbone=backbone, max_memory_bytes=max_memory_bytes,
+                                    **fit_args))
             initial_epoch = frozen_epochs
-    parts.append(model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
-                           callbacks=[unfreeze, *callbacks], **fit_args))
+    if cache_prefix:
+        parts += fit_stages(model, x, y, unfreeze, callbacks, initial_epoch, epochs,
+                            max_memory_bytes=max_memory_bytes,
+                            say=lambda message: _say(verbose, message), **fit_args)
+    else:
+        parts.append(model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
+                               callbacks=[unfreeze, *callbacks], **fit_args))
     return join_histories(*parts)
 
 
