@@ -69,8 +69,8 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             on the frozen bottom's outputs computed once per stage
             (:func:`keras_tlft.training.prefix_cache.fit_stages`), where that gives what
             ``model.fit`` gives: NumPy arrays, no distribution strategy, nothing random and no
-            BatchNorm in training mode below the lowest trainable layer. Elsewhere, and with ``False``,
-            ``model.fit`` (``verbose=1`` says why).
+            BatchNorm in training mode below the lowest trainable layer. Elsewhere, and with
+            ``False``, ``model.fit`` (``verbose=1`` says why).
         max_memory_bytes: the most bytes of cached outputs kept in memory (then a file in the
             system's temporary directory), for the frozen epochs and each stage; defaults to
             half of the memory available (see :func:`~keras_tlft.fit_frozen`).
