@@ -69,6 +69,7 @@ ROWS = {
     "keras_no_dropout": ("keras", {"head": "gap,dense:10:softmax"}),
     # The same batches in the same order as the PyTorch loop (torch.randperm every epoch).
     "keras_zero_head_torch_order": ("keras", {"head": ZERO_HEAD, "order": "torch"}),
+    "keras_torch_order": ("keras", {"head": KERAS_HEAD, "order": "torch"}),
 }
 OUT = "torch_parity.json"
 
