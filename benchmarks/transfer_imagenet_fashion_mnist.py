@@ -29,7 +29,12 @@ is scored on all 10,000 test images. Every recipe gets the same epoch budget:
                   every layer from ``fine_tune_at`` up (the tutorial's 100 of 154 layers, scaled
                   to this backbone) at lr / 10 (``ProgressiveUnfreeze`` with ``fine_tune_at``).
 
-The ``ProgressiveUnfreeze`` recipes keep BatchNorm frozen (the library's default).
+The ``ProgressiveUnfreeze`` recipes keep BatchNorm frozen (the library's default), except
+``all_affine`` (on request, issue #22's recipe): everything trainable from epoch 0 with
+``bn="affine"`` (gamma and beta train, moving statistics as loaded) and the backbone at a tenth
+of the head's rate, the recipe benchmarks/reference_torch.py runs in plain PyTorch.
+``--head`` and ``--adam-epsilon`` change the head and Adam's epsilon of every recipe
+(benchmarks/torch_parity.py turns them one at a time).
 
 On the curve runs (seed 0, the plotted label count) a ``keras_tlft.FeatureDrift`` on a fixed
 probe of ``--probe`` training images measures, after every epoch, how far each backbone block's
@@ -71,11 +76,15 @@ from _common import RESULTS, Curve, environment, plot_curves, write_json  # noqa
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
+from keras_tlft.schedule import Stage  # noqa: E402
 
 RECIPES = ("linear_probe", "keras_two_phase", "keras_two_phase_bn_frozen", "pu_two_phase",
            "tutorial", "pu_gradual", "pu_gradual_slow", "lp_ft", "full")
 # The literature presets (issue #12), run on request: --recipes pu_lp_ft,pu_ulmfit,pu_layer_decay
 LITERATURE = ("pu_lp_ft", "pu_ulmfit", "pu_layer_decay")
+# The plain PyTorch reference's recipe (issue #22), run on request: --recipes all_affine
+ON_REQUEST = (*LITERATURE, "all_affine")
+HEAD = "gap,dropout:0.2,dense:10:softmax"
 # Trimmed so that the default run (3 seeds) fits 40 minutes on a 2-core CPU: each run's cost is
 # mostly fixed (building, tracing the train step at every compile or stage change, scoring all
 # 10,000 test images), so the default is one label count; the curves use a 500-image slice.
@@ -132,7 +141,7 @@ def run_recipe(recipe, spec, data, args, seed, curve=None):
     built = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = tlft.build_model(spec, 10, input_shape=(28, 28, 1), resize=(args.size, args.size),
-                             head="gap,dropout:0.2,dense:10:softmax", weights="imagenet")
+                             head=args.head, weights="imagenet")
     backbone = model.get_layer("backbone")
     lr, epochs, half = args.lr, args.epochs, args.epochs // 2
     compile_args = {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
@@ -147,19 +156,24 @@ def run_recipe(recipe, spec, data, args, seed, curve=None):
         "pu_lp_ft": tlft.lp_ft(probe_epochs=half),
         "pu_ulmfit": tlft.ulmfit(),
         "pu_layer_decay": tlft.layer_decay(),
+        "all_affine": tlft.Schedule(stages=(Stage("all", 0),), backbone_lr_ratio=0.1,
+                                    bn="affine"),
         "tutorial": tlft.fine_tune_at(round(len(backbone.layers) * TUTORIAL_FRACTION),
                                       epoch=half, learning_rate=lr / 10),
     }
+    def adam(rate):
+        return keras.optimizers.Adam(rate, epsilon=args.adam_epsilon)
+
     start = time.perf_counter()
     if recipe == "linear_probe":
-        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        model.compile(adam(lr), **compile_args)
         tlft.fit_frozen(model, x, y, epochs=epochs, **fit)
     elif recipe == "full":
         backbone.trainable = True
-        model.compile(keras.optimizers.Adam(lr / 10), **compile_args)
+        model.compile(adam(lr / 10), **compile_args)
         model.fit(x, y, epochs=epochs, **fit)
     elif recipe in ("keras_two_phase", "keras_two_phase_bn_frozen", "lp_ft"):
-        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        model.compile(adam(lr), **compile_args)
         if recipe == "lp_ft":
             tlft.fit_frozen(model, x, y, epochs=half, **fit)
         else:
@@ -168,11 +182,11 @@ def run_recipe(recipe, spec, data, args, seed, curve=None):
         if recipe == "keras_two_phase_bn_frozen" and not freeze_batchnorm(backbone):
             raise RuntimeError("keras_two_phase_bn_frozen: the backbone has no BatchNorm layer")
         rate = lr / 10 if recipe == "lp_ft" else 1e-5
-        model.compile(keras.optimizers.Adam(rate), **compile_args)
+        model.compile(adam(rate), **compile_args)
         model.fit(x, y, epochs=epochs, initial_epoch=half, **fit)
         changes = [half]
     else:
-        model.compile(keras.optimizers.Adam(lr), **compile_args)
+        model.compile(adam(lr), **compile_args)
         fit["callbacks"] = [tlft.ProgressiveUnfreeze(schedules[recipe]), *fit["callbacks"]]
         history = model.fit(x, y, epochs=epochs, **fit)
         stages = history.history.get("unfreeze_stage", [])
@@ -223,6 +237,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--head", default=HEAD, help=f"head spec (default: {HEAD})")
+    parser.add_argument("--adam-epsilon", type=float, default=1e-7,
+                        help="Adam's epsilon (default: Keras's 1e-7)")
     parser.add_argument("--curve-images", type=int, default=CURVE_IMAGES,
                         help="test images the learning curves are measured on")
     parser.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE,
@@ -234,10 +251,10 @@ def main(argv=None) -> int:
         args.seeds, args.labels, args.epochs = 1, "10", 4
     labels = [int(n) for n in args.labels.split(",")]
     recipes = [r for r in args.recipes.split(",") if r]
-    unknown = sorted(set(recipes) - set(RECIPES) - set(LITERATURE))
+    unknown = sorted(set(recipes) - set(RECIPES) - set(ON_REQUEST))
     if unknown:
         parser.error(f"unknown recipes {unknown}; expected some of "
-                     f"{', '.join(RECIPES + LITERATURE)}")
+                     f"{', '.join(RECIPES + ON_REQUEST)}")
     started = time.perf_counter()
     load_start = os.getloadavg()
 

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 from keras_tlft import heads
@@ -77,14 +78,16 @@ def test_head_params_match_keras_count():
         ("gap,dense:10:softmaxx", "unknown activation"),
         ("gap,,dense:2", "Invalid head spec token '<empty>'"),
         ("pool,dense:2", "Invalid head spec token 'pool'"),
+        ("gap,dense:10:softmax:ones", "unknown initializer; use one of glorot_uniform"),
+        ("gap,dense:10:softmax:zeros:x", "Invalid head spec token 'dense:10:softmax:zeros:x'"),
     ],
 )
 def test_bad_head_spec_names_the_token_and_the_valid_ones(spec, words):
     with pytest.raises(ValueError) as info:
         parse_head_spec(spec)
     assert words in str(info.value)
-    assert "Valid tokens: gap, gmp, flatten, bn, dropout:RATE, dense:UNITS[:ACTIVATION]" in str(
-        info.value)
+    assert ("Valid tokens: gap, gmp, flatten, bn, dropout:RATE, "
+            "dense:UNITS[:ACTIVATION[:INITIALIZER]]") in str(info.value)
     assert f"Received: head={spec!r}" in str(info.value)
 
 
@@ -96,3 +99,31 @@ def test_preset_without_num_classes_is_refused():
 def test_classifier_disagreeing_with_num_classes_is_refused():
     with pytest.raises(ValueError, match="has 5 units but num_classes is 10"):
         resolve_head("gap,dense:5", 10)
+
+
+def test_zero_initialised_classifier_predicts_uniformly_before_training():
+    head = build_head(resolve_head(heads.gap(10, dropout=0.2, kernel_initializer="zeros"), 10))
+    probabilities = head(np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype("float32"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(probabilities), 0.1, rtol=1e-6)
+    assert not keras.ops.convert_to_numpy(head.layers[-1].kernel).any()
+
+
+def test_classifier_keeps_keras_glorot_initializer_by_default():
+    head = build_head(resolve_head(heads.gap(10), 10))
+    head.build((None, 3, 3, 8))
+    assert type(head.layers[-1].kernel_initializer).__name__ == "GlorotUniform"
+    assert keras.ops.convert_to_numpy(head.layers[-1].kernel).any()
+
+
+@pytest.mark.parametrize("spec", ["gap,dense:10:softmax:zeros", "gap,dense:10::he_normal"])
+def test_initializer_in_a_spec_round_trips(spec):
+    layers = parse_head_spec(spec)
+    assert heads.format_head_spec(layers) == spec
+    assert layers[-1].activation == (None if "::" in spec else "softmax")
+
+
+def test_gap_refuses_an_unknown_kernel_initializer():
+    with pytest.raises(ValueError) as info:
+        heads.gap(10, kernel_initializer="ones")
+    assert "expected one of glorot_uniform" in str(info.value)
+    assert "Received: kernel_initializer='ones'" in str(info.value)

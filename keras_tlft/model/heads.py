@@ -5,8 +5,12 @@ A head spec is a comma-separated list of layers, the same in Python and in the C
     gap,dropout:0.2,dense:1
     flatten,bn,dense:256:relu,dropout:0.5,dense:10:softmax
 
-Tokens: ``gap``, ``gmp``, ``flatten``, ``bn``, ``dropout:RATE``, ``dense:UNITS[:ACTIVATION]``.
-The factories below return such specs, so every head is built by one code path.
+Tokens: ``gap``, ``gmp``, ``flatten``, ``bn``, ``dropout:RATE``,
+``dense:UNITS[:ACTIVATION[:INITIALIZER]]``. The initializer is the Dense kernel's (Keras's
+``glorot_uniform`` when left out); ``dense:10:softmax:zeros`` is a zero-initialised classifier,
+as LP-FT argues for (a random head's early gradients distort the pretrained features), and
+``dense:10::zeros`` the same without an activation. The factories below return such specs, so
+every head is built by one code path.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import dataclass
 
 from keras_tlft.checks import check_number, received
 
-TOKENS = ("gap", "gmp", "flatten", "bn", "dropout:RATE", "dense:UNITS[:ACTIVATION]")
+TOKENS = ("gap", "gmp", "flatten", "bn", "dropout:RATE",
+          "dense:UNITS[:ACTIVATION[:INITIALIZER]]")
 ACTIVATIONS = (
     "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "mish",
     "sigmoid", "hard_sigmoid", "hard_silu", "softmax", "log_softmax", "softplus", "softsign",
@@ -27,6 +32,10 @@ ACTIVATIONS = (
 # typo, refused before anything is built (ImageNet-21k has 21,841 classes).
 MAX_UNITS = 1_000_000
 
+# Dense kernel initializers a head spec may name (Keras's names; glorot_uniform is Keras's default).
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+                "lecun_normal", "zeros")
+
 
 @dataclass(frozen=True)
 class HeadLayer:
@@ -36,12 +45,16 @@ class HeadLayer:
     units: int | None = None
     rate: float | None = None
     activation: str | None = None
+    initializer: str | None = None
 
     def __str__(self) -> str:
         if self.kind == "dropout":
             return f"dropout:{self.rate:g}"
         if self.kind == "dense":
-            return f"dense:{self.units}" + (f":{self.activation}" if self.activation else "")
+            text = f"dense:{self.units}" + (f":{self.activation}" if self.activation else "")
+            if self.initializer:
+                text += (":" if self.activation else "::") + self.initializer
+            return text
         return self.kind
 
 
@@ -72,15 +85,20 @@ def parse_head_spec(spec: str) -> list[HeadLayer]:
             if not 0.0 <= rate < 1.0:
                 raise _bad(token, spec, "the dropout rate must be in [0, 1)")
             layers.append(HeadLayer("dropout", rate=rate))
-        elif kind == "dense" and len(args) in (1, 2):
+        elif kind == "dense" and len(args) in (1, 2, 3):
             if not args[0].isdigit() or int(args[0]) < 1:
                 raise _bad(token, spec, "the number of units must be a positive integer")
             if int(args[0]) > MAX_UNITS:
                 raise _bad(token, spec, f"the number of units must be at most {MAX_UNITS:,}")
-            activation = args[1] if len(args) == 2 else None
+            activation = (args[1] if len(args) > 1 else None) or None
             if activation is not None and activation not in ACTIVATIONS:
                 raise _bad(token, spec, f"unknown activation; use one of {', '.join(ACTIVATIONS)}")
-            layers.append(HeadLayer("dense", units=int(args[0]), activation=activation))
+            initializer = args[2] if len(args) == 3 else None
+            if initializer is not None and initializer not in INITIALIZERS:
+                raise _bad(token, spec,
+                           f"unknown initializer; use one of {', '.join(INITIALIZERS)}")
+            layers.append(HeadLayer("dense", units=int(args[0]), activation=activation,
+                                    initializer=initializer))
         else:
             raise _bad(token or "<empty>", spec, "not a head layer")
     return layers
@@ -96,15 +114,34 @@ def output_activation(num_classes: int) -> str:
     return "softmax" if num_classes > 1 else "sigmoid"
 
 
-def gap(num_classes: int, dropout: float = 0.0, activation: str | None = None) -> str:
-    """Global average pooling, optional dropout, then the classifier (the Keras guide's head)."""
+def gap(num_classes: int, dropout: float = 0.0, activation: str | None = None,
+        kernel_initializer: str | None = None) -> str:
+    """Global average pooling, optional dropout, then the classifier (the Keras guide's head).
+
+    ``kernel_initializer`` is the classifier's (one of :data:`INITIALIZERS`; Keras's
+    ``glorot_uniform`` when ``None``): ``"zeros"`` starts fine-tuning from a head that sends no
+    random gradient into the backbone, as LP-FT (Kumar et al. 2022) argues for.
+
+    Example:
+    ```python
+    from keras_tlft import heads
+
+    assert heads.gap(10, kernel_initializer="zeros") == "gap,dense:10:softmax:zeros"
+    ```
+    """
+    if kernel_initializer is not None and kernel_initializer not in INITIALIZERS:
+        raise ValueError(
+            f"Invalid kernel_initializer: expected one of {', '.join(INITIALIZERS)} or None "
+            f"(Keras's glorot_uniform). Received: kernel_initializer={kernel_initializer!r}"
+        )
     _check_classes(num_classes)
     _check_dropout(dropout)
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"Invalid activation: expected None or one of {', '.join(ACTIVATIONS)}. "
                          f"{received('activation', activation)}")
     drop = f"dropout:{dropout:g}," if dropout else ""
-    return f"gap,{drop}dense:{num_classes}:{activation or output_activation(num_classes)}"
+    init = f":{kernel_initializer}" if kernel_initializer else ""
+    return f"gap,{drop}dense:{num_classes}:{activation or output_activation(num_classes)}{init}"
 
 
 def vgg(num_classes: int, units: int = 4096) -> str:
@@ -229,7 +266,8 @@ def build_head(layers: list[HeadLayer], name: str = "head"):
             dtype = "float32" if i == last else None
             made.append(
                 keras.layers.Dense(
-                    layer.units, activation=layer.activation, name=f"{name}_dense_{i}", dtype=dtype
+                    layer.units, activation=layer.activation, name=f"{name}_dense_{i}", dtype=dtype,
+                    kernel_initializer=layer.initializer or "glorot_uniform",
                 )
             )
     return keras.Sequential(made, name=name)
