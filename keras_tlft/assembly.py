@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from keras_tlft.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
 from keras_tlft.heads import build_head, resolve_head
+from keras_tlft.input_range import INPUT_RANGE_ATTRIBUTE
 from keras_tlft.preset_backbones import (
     WeightsDownloadError,
     application_download_error,
@@ -185,6 +186,8 @@ def build_model(
     model = keras.Model(inputs, outputs, name=name or f"{_identifier(spec.name)}_transfer")
     setattr(model, SPEC_ATTRIBUTE, spec)
     setattr(model, BN_ATTRIBUTE, bn)
+    if prep is not None:  # what keras_tlft.input_range checks the first batch against
+        setattr(model, INPUT_RANGE_ATTRIBUTE, (0.0, 255.0))
     return model
 
 

@@ -33,6 +33,7 @@ from keras_tlft.feature_store import (
 )
 from keras_tlft.graph import check_cacheable, check_extractor, split_at_backbone
 from keras_tlft.history import join_histories
+from keras_tlft.input_range import check_input_range, first_inputs
 
 # check_cacheable and join_histories are re-exported where keras-tlft 0.1 defined them.
 __all__ = ["check_cacheable", "fit_frozen", "join_histories"]
@@ -144,6 +145,7 @@ def fit_frozen(
     if directory is not None:
         remove_stale_feature_files(directory)  # left by killed runs: their process is gone
     _check_compiled(model)
+    check_input_range(model, first_inputs(x, batch_size), "fit_frozen")
     if bn is not None:
         _, layers, container = find_backbone(model, backbone)
         set_backbone_inference([container] if container is not None else layers, bn)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_tlft.input_range import check_input_range, first_inputs
 from keras_tlft.lr_result import LRFinderResult, RangeTest, smooth_losses, suggest
 
 __all__ = ["LRFinderResult", "RangeTest", "lr_find", "smooth_losses", "suggest"]
@@ -89,6 +90,7 @@ def lr_find(
     ```
     """
     _check_arguments(model, start_lr, end_lr, steps, beta, diverge, batch_size)
+    check_input_range(model, first_inputs(x, batch_size), "lr_find")
     plans = _plans(model, schedule, stages, backbone, blocks)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / max(steps - 1, 1))
     batches = _batch_stream(x, y, batch_size, seed)
