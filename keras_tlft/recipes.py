@@ -149,8 +149,9 @@ def frozen_prefix(schedule: Schedule) -> int | None:
 
 def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]:
     if schedule is None:
-        frozen = 1 if frozen_epochs is None else frozen_epochs
-        return default_schedule(start=frozen), frozen
+        if frozen_epochs is None:
+            return default_schedule(), frozen_prefix(default_schedule())
+        return default_schedule(start=frozen_epochs), frozen_epochs
     schedule = parse_schedule(schedule)
     prefix = frozen_prefix(schedule)
     if frozen_epochs is None:
