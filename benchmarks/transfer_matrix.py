@@ -263,6 +263,56 @@ def plot(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------- the table
+
+
+SINGLE_STAGE = ("linear_probe", "all_at_once_r0.1")  # the baselines the default's time is held to
+
+
+def default_check(cell: dict, default: str = "default") -> dict | None:
+    """The default rule in one cell: is ``default`` within one std of the best recipe (the gap
+    at most the larger of the two stds), at no more than the wall time of the slowest
+    single-stage baseline? ``None`` when the cell has no such run."""
+    if default not in cell:
+        return None
+    best_name = max(cell, key=lambda r: cell[r]["accuracy_mean"])
+    best, mine = cell[best_name], cell[default]
+    gap = best["accuracy_mean"] - mine["accuracy_mean"]
+    slowest = max((cell[r]["seconds_mean"] for r in SINGLE_STAGE if r in cell), default=None)
+    return {"best": best_name, "gap": gap,
+            "within_one_std": gap <= max(best["accuracy_std"], mine["accuracy_std"]),
+            "seconds": mine["seconds_mean"], "slowest_single_stage_seconds": slowest,
+            "time_ok": None if slowest is None else mine["seconds_mean"] <= slowest}
+
+
+def markdown(doc: dict) -> str:
+    """The stored results as Markdown: one table per cell, then the default rule's check."""
+    lines = []
+    for key, cell in doc["cells"].items():
+        lines += [f"### {key}", "", "| recipe | test accuracy | seeds | train s (mean) | "
+                  "load (1 min) |", "|---|---|---|---|---|"]
+        for recipe in sorted(cell, key=lambda r: -cell[r]["accuracy_mean"]):
+            e = cell[recipe]
+            loads = [r["load_1min_end"] for r in e["runs"]]
+            lines.append(f"| {recipe} | {e['accuracy_mean']:.3f} ± {e['accuracy_std']:.3f} | "
+                         f"{e['seeds']} | {e['seconds_mean']:.1f} | "
+                         f"{min(loads):.1f}-{max(loads):.1f} |")
+        lines.append("")
+    lines += ["| cell | best recipe | default's gap | within one std | default's train s | "
+              "slowest single-stage s |", "|---|---|---|---|---|---|"]
+    for key, cell in doc["cells"].items():
+        c = default_check(cell)
+        if c is None:
+            lines.append(f"| {key} | - | not run | - | - | - |")
+            continue
+        slowest = "-" if c["slowest_single_stage_seconds"] is None else (
+            f"{c['slowest_single_stage_seconds']:.1f}")
+        lines.append(f"| {key} | {c['best']} | {c['gap']:+.3f} | "
+                     f"{'yes' if c['within_one_std'] else 'NO'} | {c['seconds']:.1f} | "
+                     f"{slowest} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -294,7 +344,13 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the stored results as Markdown tables and exit (no training)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        stem = "transfer_matrix_quick" if args.quick else "transfer_matrix"
+        print(markdown(read_results(RESULTS / f"{stem}.json")), end="")
+        return 0
     recipes = list(PRIORITY) if args.recipes == "priority" else args.recipes.split(",")
     seeds = ([int(s) for s in args.seeds.split(",")] if "," in args.seeds
              else list(range(int(args.seeds))))
