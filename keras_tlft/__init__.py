@@ -32,9 +32,11 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.heads import parse_head_spec
     from keras_tlft.history import join_histories
     from keras_tlft.hookspecs import hookimpl
+    from keras_tlft.input_range import check_input_range
     from keras_tlft.lr_finder import LRFinderResult, lr_find
     from keras_tlft.plan import plan_stages
     from keras_tlft.presets import (
+        default_schedule,
         fine_tune_at,
         gradual,
         layer_decay,
@@ -50,7 +52,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.schedule_input import parse_schedule
     from keras_tlft.unfreeze import ProgressiveUnfreeze
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "hookimpl": "keras_tlft.hookspecs",
@@ -70,6 +72,8 @@ _LAZY = {
     "two_phase": "keras_tlft.presets",
     "fine_tune_at": "keras_tlft.presets",
     "gradual": "keras_tlft.presets",
+    "default_schedule": "keras_tlft.presets",
+    "check_input_range": "keras_tlft.input_range",
     "plateau": "keras_tlft.presets",
     "lp_ft": "keras_tlft.presets",
     "ulmfit": "keras_tlft.presets",
@@ -99,6 +103,8 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "atomic_write",
     "build_model",
     "check_cacheable",
+    "check_input_range",
+    "default_schedule",
     "fine_tune",
     "fine_tune_at",
     "fit_frozen",
