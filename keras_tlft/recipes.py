@@ -74,6 +74,10 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             suggestion, the minimum's rate divided by 10; ``verbose`` other than 0 prints it.
             With ``ProgressiveUnfreeze`` the same is ``result = lr_find(model, x, y)`` before
             ``fit``, then ``model.optimizer.learning_rate = result.suggestions["head"]``.
+            Measured (``benchmarks/transfer_matrix.py``, EfficientNet-Lite0 -> Fashion-MNIST,
+            10 labels/class): the suggestion was 0.07-0.13 for Adam, 100x the fixed 1e-3, and
+            with the backbone at a tenth of it every seed ended at chance (0.100); prefer the
+            fixed rate there until that is understood.
 
     Returns:
         One ``keras.callbacks.History`` of every epoch, ``0`` to ``epochs - 1``.
