@@ -45,7 +45,7 @@ from _common import RESULTS, environment, write_json  # noqa: E402
 from transfer_fashion_mnist import few_labels, load_fashion_mnist  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft.schedule import Stage  # noqa: E402
+from keras_tlft.schedules.schedule import Stage  # noqa: E402
 
 KERAS_HEAD = bench5.HEAD  # gap, dropout 0.2, Dense(10, softmax), Glorot
 ZERO_HEAD = tlft.heads.gap(10, kernel_initializer="zeros")  # no dropout, zeros

@@ -76,7 +76,7 @@ from _common import RESULTS, Curve, environment, plot_curves, write_json  # noqa
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
-from keras_tlft.schedule import Stage  # noqa: E402
+from keras_tlft.schedules.schedule import Stage  # noqa: E402
 
 RECIPES = ("linear_probe", "keras_two_phase", "keras_two_phase_bn_frozen", "pu_two_phase",
            "tutorial", "pu_gradual", "pu_gradual_slow", "lp_ft", "full")

@@ -42,9 +42,11 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.model.blocks import parse_unfreeze
     from keras_tlft.model.graph import check_cacheable
     from keras_tlft.model.heads import parse_head_spec
+    from keras_tlft.model.input_range import check_input_range
     from keras_tlft.reporting.report import inspect_backbone
     from keras_tlft.schedules.plan import plan_stages
     from keras_tlft.schedules.presets import (
+        default_schedule,
         fine_tune_at,
         gradual,
         layer_decay,
@@ -60,7 +62,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from keras_tlft.training.lr_finder import LRFinderResult, lr_find
     from keras_tlft.training.recipes import fine_tune
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names that are modules; no other public name is ever a module (see _moved.Package).
 _PUBLIC_MODULES = ("heads",)
@@ -83,6 +85,8 @@ _LAZY = {
     "two_phase": "keras_tlft.schedules.presets",
     "fine_tune_at": "keras_tlft.schedules.presets",
     "gradual": "keras_tlft.schedules.presets",
+    "default_schedule": "keras_tlft.schedules.presets",
+    "check_input_range": "keras_tlft.model.input_range",
     "plateau": "keras_tlft.schedules.presets",
     "lp_ft": "keras_tlft.schedules.presets",
     "ulmfit": "keras_tlft.schedules.presets",
@@ -112,6 +116,8 @@ __all__ = [  # spelled out (not *_LAZY) so that linters and type checkers read i
     "atomic_write",
     "build_model",
     "check_cacheable",
+    "check_input_range",
+    "default_schedule",
     "fine_tune",
     "fine_tune_at",
     "fit_frozen",

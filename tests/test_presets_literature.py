@@ -293,10 +293,12 @@ def test_fine_tune_caches_the_frozen_epoch_then_trains_the_backbone(spied_fit_fr
     assert history.epoch == [0, 1, 2]
     assert len(history.history["loss"]) == len(history.history["val_mae"]) == 3
     assert not any(moved(start, by_epoch[0]).values())
-    assert moved(by_epoch[0], by_epoch[1])["block1_conv/kernel"]
-    assert moved(by_epoch[1], by_epoch[2])["block1_conv/kernel"]
-    # The default schedule: everything after the frozen epoch, the backbone at 0.1x the head.
-    assert history.history["unfreeze_stage"] == [None, 1, 1]
+    # The default schedule (gradual): after the frozen epoch one more block every epoch, top
+    # block first, the unfrozen blocks at 0.1x the head.
+    first, second = moved(by_epoch[0], by_epoch[1]), moved(by_epoch[1], by_epoch[2])
+    assert first["block3_conv/kernel"] and not first["block2_conv/kernel"]
+    assert second["block2_conv/kernel"] and not second["block1_conv/kernel"]
+    assert history.history["unfreeze_stage"] == [None, 1, 2]
     assert history.history["backbone_lr"][1:] == pytest.approx([1e-3, 1e-3])
 
 

@@ -29,6 +29,7 @@ from keras_tlft.model.discovery import (
     locator_config,
 )
 from keras_tlft.schedules.plan import stage_at_epoch
+from keras_tlft.schedules.presets import default_schedule
 from keras_tlft.schedules.schedule import Schedule
 from keras_tlft.schedules.schedule_input import parse_schedule
 
@@ -82,7 +83,10 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         schedule: when each stage begins: a mapping `{epoch: unfreeze}`, a preset
             (`"two_phase"`, `"fine_tune_at:layer=100,epoch=5"`, `"gradual:every=2"`,
             `"plateau:patience=2"`, `"lp_ft"`, `"ulmfit"`, `"layer_decay"`), the path of a
-            JSON schedule file, or a `Schedule`.
+            JSON schedule file, or a `Schedule`. `None` (the default): the library's default
+            schedule, the one `fine_tune` uses (`keras_tlft.presets.default_schedule`):
+            `"gradual"`, one more block every epoch from epoch 1, the unfrozen blocks at a
+            tenth of the head's rate (`backbone_lr_ratio=1` for keras-tlft 0.1's rates).
         backbone: `None` (the default) finds it (the layer `"backbone"` of a model from
             `build_model`, or the only nested model with weights); or a layer name (a nested
             model, or the last backbone layer when its layers sit directly in the model); or a
@@ -114,6 +118,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     ```python
     model = keras_tlft.build_model("mobilenet_v2", num_classes=10)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    # The default schedule: one more block every epoch, at a tenth of the head's rate.
+    model.fit(train, validation_data=val, epochs=12, callbacks=[ProgressiveUnfreeze()])
+    # Or any other:
     model.fit(train, validation_data=val, epochs=12,
               callbacks=[ProgressiveUnfreeze(schedule={0: "none", 4: 2, 8: "all"},
                                              backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6,
@@ -126,9 +133,11 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, schedule, backbone=None, blocks=None, verbose=0, resume_from=None,
+    def __init__(self, schedule=None, backbone=None, blocks=None, verbose=0, resume_from=None,
                  allow_empty_stages=False, **options):
         super().__init__()
+        if schedule is None:
+            schedule = default_schedule()
         self.schedule: Schedule = parse_schedule(schedule, **options)
         if backbone is not None and not isinstance(backbone, (str, keras.layers.Layer)):
             raise ValueError("backbone must be None, a layer name or a Keras layer. "

@@ -215,7 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="add the per-layer table")
     p.add_argument("--schedule", metavar="PRESET|FILE",
                    help="print a ProgressiveUnfreeze schedule stage by stage: a preset "
-                   "(two_phase, gradual:every=2, fine_tune_at:layer=100, plateau, lp_ft, ulmfit, "
+                   "(gradual, the default of ProgressiveUnfreeze() and fine_tune; two_phase, "
+                   "gradual:every=2, fine_tune_at:layer=100, plateau, lp_ft, ulmfit, "
                    "layer_decay) or a JSON file")
     p.add_argument("--epochs", type=_positive_int, metavar="N",
                    help="with --schedule: the run's number of epochs")

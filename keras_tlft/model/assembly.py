@@ -20,6 +20,7 @@ from keras_tlft.backbones.spec import BACKBONE_LAYER, HEAD_LAYER, SPEC_ATTRIBUTE
 from keras_tlft.checks import check_regular_file, received
 from keras_tlft.model.batchnorm import BN_ATTRIBUTE, bn_policy, set_backbone_inference
 from keras_tlft.model.heads import build_head, resolve_head
+from keras_tlft.model.input_range import INPUT_RANGE_ATTRIBUTE
 
 # Re-exported where keras-tlft 0.1 defined them; plugins use keras_tlft.preset_backbones.
 __all__ = [
@@ -254,6 +255,8 @@ def build_model(
     model = keras.Model(inputs, outputs, name=name or f"{_identifier(spec.name)}_transfer")
     setattr(model, SPEC_ATTRIBUTE, spec)
     setattr(model, BN_ATTRIBUTE, bn)
+    if prep is not None:  # what keras_tlft.model.input_range checks the first batch against
+        setattr(model, INPUT_RANGE_ATTRIBUTE, (0.0, 255.0))
     return model
 
 

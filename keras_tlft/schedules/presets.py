@@ -17,14 +17,29 @@ from keras_tlft.backbones.spec import closest_names, did_you_mean
 from keras_tlft.checks import check_number, received
 from keras_tlft.schedules.schedule import Schedule, Stage
 
-__all__ = ["COMMON_OPTIONS", "PRESETS", "fine_tune_at", "gradual", "layer_decay", "lp_ft",
-           "parse_preset", "plateau", "preset_options", "registered_presets", "two_phase",
-           "ulmfit"]
+__all__ = ["COMMON_OPTIONS", "DEFAULT_BACKBONE_LR_RATIO", "DEFAULT_PRESET", "PRESETS",
+           "default_schedule", "fine_tune_at", "gradual", "layer_decay", "lp_ft", "parse_preset",
+           "plateau", "preset_options", "registered_presets", "two_phase", "ulmfit"]
 
 # Options every preset takes besides its own: how the unfrozen blocks train.
 COMMON_OPTIONS = ("backbone_lr", "backbone_lr_ratio", "block_lr_decay", "warmup_steps",
                   "bn", "train_bn", "reset_optimizer_state", "stage_lr_shape", "cut_frac",
                   "ratio")
+
+
+# The library's one default, used alike by ProgressiveUnfreeze() without a schedule, the bare
+# "gradual" preset, fine_tune() and the CLI: gradual unfreezing, one more block every epoch, the
+# unfrozen blocks at a tenth of the head's learning rate. Chosen on the transfer matrix
+# (benchmarks/transfer_matrix.py, docs/benchmarks/transfer-matrix.md); keras-tlft 0.1 used 1
+# here (pass backbone_lr_ratio=1 for that).
+DEFAULT_PRESET = "gradual"
+DEFAULT_BACKBONE_LR_RATIO = 0.1
+
+
+def default_schedule(**options) -> Schedule:
+    """The default schedule: :func:`gradual` with its defaults (``backbone_lr_ratio=``
+    :data:`DEFAULT_BACKBONE_LR_RATIO`), ``options`` (any of its arguments) applied."""
+    return PRESETS[DEFAULT_PRESET](**options)
 
 
 def two_phase(frozen_epochs: int = 4, learning_rate: float | None = 1e-5, **options) -> Schedule:
@@ -50,9 +65,20 @@ def gradual(every: int = 1, start: int | None = None, max_blocks: int | None = N
             **options) -> Schedule:
     """One more block every ``every`` epochs, top block first, from epoch ``start`` (default
     ``every``) until the whole backbone (or ``max_blocks`` blocks) trains: ULMFiT's gradual
-    unfreezing. ``options``: any of :data:`COMMON_OPTIONS`."""
+    unfreezing, the library's default schedule. The unfrozen blocks train at
+    ``backbone_lr_ratio`` times the head's learning rate: :data:`DEFAULT_BACKBONE_LR_RATIO`
+    (0.1) unless given (``backbone_lr_ratio=1``: keras-tlft 0.1's default) or ``backbone_lr``
+    (absolute) is. ``options``: any of :data:`COMMON_OPTIONS`."""
     _check_preset_options("gradual", options)
+    _default_ratio(options)
     return Schedule(every=every, start=start, max_blocks=max_blocks, **options)
+
+
+def _default_ratio(options: dict) -> None:
+    """``backbone_lr_ratio`` set to the default in ``options`` unless it, or the absolute
+    ``backbone_lr`` (its alternative), is given."""
+    if options.get("backbone_lr") is None:
+        options.setdefault("backbone_lr_ratio", DEFAULT_BACKBONE_LR_RATIO)
 
 
 def plateau(patience: int = 2, monitor: str = "val_loss", max_blocks: int | None = None,

@@ -55,6 +55,8 @@ def parse_schedule(schedule: Any, **options) -> Schedule:
         raise TypeError(f"Unknown option(s) {unknown}: expected Schedule fields "
                         f"{sorted(names)}. Received: "
                         + ", ".join(f"{k}={options[k]!r}" for k in unknown))
+    if options.get("backbone_lr") is not None and "backbone_lr_ratio" not in options:
+        options["backbone_lr_ratio"] = 1.0  # an absolute rate replaces the schedule's ratio
     if "train_bn" in options and "bn" not in options:  # the old spelling overrides too
         options["bn"] = bn_policy(train_bn=options.pop("train_bn"))
     return dataclasses.replace(base, **options)

@@ -25,6 +25,7 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.model.batchnorm import set_backbone_inference
 from keras_tlft.model.discovery import find_backbone
 from keras_tlft.model.graph import check_cacheable, check_extractor, split_at_backbone
+from keras_tlft.model.input_range import check_input_range, first_inputs
 from keras_tlft.training.batching import (
     CachedBatches,
     CachedData,
@@ -151,6 +152,7 @@ def fit_frozen(
     if directory is not None:
         remove_stale_feature_files(directory)  # left by killed runs: their process is gone
     _check_compiled(model)
+    check_input_range(model, first_inputs(x, batch_size), "fit_frozen")
     if bn is not None:
         _, layers, container = find_backbone(model, backbone)
         set_backbone_inference([container] if container is not None else layers, bn)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_tlft.model.input_range import check_input_range, first_inputs
 from keras_tlft.training.lr_result import LRFinderResult, RangeTest, smooth_losses, suggest
 
 __all__ = ["LRFinderResult", "RangeTest", "lr_find", "smooth_losses", "suggest"]
@@ -93,6 +94,7 @@ def lr_find(
         from keras_tlft.training.batching import check_arrays
 
         check_arrays(model, x, y)
+    check_input_range(model, first_inputs(x, batch_size), "lr_find")
     plans = _plans(model, schedule, stages, backbone, blocks)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / max(steps - 1, 1))
     batches = _batch_stream(x, y, batch_size, seed)

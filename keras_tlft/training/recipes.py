@@ -8,19 +8,20 @@ for the rest, and one joined ``History`` (:func:`~keras_tlft.join_histories`).
 from __future__ import annotations
 
 from keras_tlft.checks import check_number, received
+from keras_tlft.schedules.presets import DEFAULT_BACKBONE_LR_RATIO, default_schedule
 from keras_tlft.schedules.schedule import Schedule
 from keras_tlft.schedules.schedule_input import parse_schedule
 
+# DEFAULT_BACKBONE_LR_RATIO is re-exported where keras-tlft 0.1 defined it; the one default
+# lives in keras_tlft.presets.
 __all__ = ["DEFAULT_BACKBONE_LR_RATIO", "fine_tune", "frozen_prefix"]
-
-# The default schedule's backbone learning rate, as a ratio of the head's (the optimizer's).
-DEFAULT_BACKBONE_LR_RATIO = 0.1
 
 
 def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None = None,
               schedule=None, validation_data=None, batch_size: int | None = None,
               callbacks=None, verbose="auto", backbone=None, blocks=None,
-              cache_prefix: bool = True, max_memory_bytes: int | None = None):
+              cache_prefix: bool = True, max_memory_bytes: int | None = None,
+              learning_rate=None):
     """Fine-tune a compiled transfer model in one call: frozen epochs, then a schedule.
 
     fastai's ``learn.fine_tune(epochs)``: the head trains alone for ``frozen_epochs`` epochs,
@@ -32,13 +33,17 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     :class:`~keras_tlft.ProgressiveUnfreeze` callback, so epochs are numbered across the whole
     run, as the schedule counts them.
 
-    The default schedule unfreezes the whole backbone after the frozen epochs, the head at the
-    optimizer's learning rate and the backbone at a tenth of it (``backbone_lr_ratio=0.1``):
-    fastai's recipe (one frozen epoch, then everything, the pretrained layers at lower rates)
-    without a per-block decay, which on a deep backbone would leave its lowest blocks all but
-    frozen (``1/2.6`` per block puts the lowest of MobileNetV2's 19 blocks at ``3e-8`` of the top
-    block's rate). Pass ``schedule="ulmfit"`` or ``"layer_decay"`` for rates per block,
-    ``schedule="lp_ft"`` for LP-FT (its probe then runs on cached features).
+    The default schedule is the library's one default (``ProgressiveUnfreeze()``'s and the
+    bare ``"gradual"`` preset's, :func:`keras_tlft.presets.default_schedule`): after the
+    frozen epochs one more block unfreezes every epoch, top block first, the head at the
+    optimizer's learning rate and the unfrozen blocks at a tenth of it
+    (``backbone_lr_ratio=0.1``), without a per-block decay, which on a deep backbone would
+    leave its lowest blocks all but frozen (``1/2.6`` per block puts the lowest of
+    MobileNetV2's 19 blocks at ``3e-8`` of the top block's rate). keras-tlft 0.1's default
+    (everything at once after one frozen epoch) is
+    ``schedule=Schedule({0: "none", 1: "all"}, backbone_lr_ratio=0.1)``. Pass
+    ``schedule="ulmfit"`` or ``"layer_decay"`` for rates per block, ``schedule="lp_ft"`` for
+    LP-FT (its probe then runs on cached features).
 
     Args:
         model: a compiled model with a backbone (e.g. from :func:`keras_tlft.build_model`).
@@ -74,6 +79,17 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
         max_memory_bytes: the most bytes of cached outputs kept in memory (then a file in the
             system's temporary directory), for the frozen epochs and each stage; defaults to
             half of the memory available (see :func:`~keras_tlft.fit_frozen`).
+        learning_rate: ``None`` (the default) trains at the optimizer's learning rate;
+            ``"auto"`` first runs :func:`~keras_tlft.lr_find` on the frozen model (the head
+            alone, 100 steps, the model left as it was) and sets the optimizer's learning rate
+            (the head's; the backbone's follows through ``backbone_lr_ratio``) to its
+            suggestion, the minimum's rate divided by 10; ``verbose`` other than 0 prints it.
+            With ``ProgressiveUnfreeze`` the same is ``result = lr_find(model, x, y)`` before
+            ``fit``, then ``model.optimizer.learning_rate = result.suggestions["head"]``.
+            Measured (``benchmarks/transfer_matrix.py``, EfficientNet-Lite0 -> Fashion-MNIST,
+            10 labels/class): the suggestion was 0.07-0.13 for Adam, 100x the fixed 1e-3, and
+            with the backbone at a tenth of it every seed ended at chance (0.100); prefer the
+            fixed rate there until that is understood.
 
     Returns:
         One ``keras.callbacks.History`` of every epoch, ``0`` to ``epochs - 1``.
@@ -91,6 +107,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     """
     from keras_tlft.callbacks.unfreeze import ProgressiveUnfreeze
     from keras_tlft.model.graph import check_cacheable
+    from keras_tlft.model.input_range import check_input_range, first_inputs
     from keras_tlft.training.cache import fit_frozen
     from keras_tlft.training.history import join_histories
     from keras_tlft.training.prefix_cache import fit_stages
@@ -102,6 +119,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
         raise ValueError(f"Invalid verbose: expected 'auto', 0, 1 or 2. "
                          f"{received('verbose', verbose)}")
     callbacks = _check_callbacks(callbacks, ProgressiveUnfreeze)
+    _check_learning_rate(learning_rate, model)
     schedule, frozen_epochs = _schedule_and_frozen_epochs(schedule, frozen_epochs)
     if epochs <= frozen_epochs:
         raise ValueError(
@@ -110,6 +128,9 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             f"only). Received: epochs={epochs}, frozen_epochs={frozen_epochs}")
     unfreeze = ProgressiveUnfreeze(schedule, backbone=backbone, blocks=blocks,
                                    verbose=0 if verbose == 0 else 1)
+    check_input_range(model, first_inputs(x, batch_size), "fine_tune")
+    if learning_rate == "auto":
+        _auto_learning_rate(model, x, y, batch_size, verbose)
     fit_args = dict(batch_size=batch_size, validation_data=validation_data, verbose=verbose)
     parts = []
     initial_epoch = 0
@@ -151,9 +172,9 @@ def frozen_prefix(schedule: Schedule) -> int | None:
 
 def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]:
     if schedule is None:
-        frozen = 1 if frozen_epochs is None else frozen_epochs
-        stages = {0: "all"} if frozen == 0 else {0: "none", frozen: "all"}
-        return Schedule(stages, backbone_lr_ratio=DEFAULT_BACKBONE_LR_RATIO), frozen
+        if frozen_epochs is None:
+            return default_schedule(), frozen_prefix(default_schedule())
+        return default_schedule(start=frozen_epochs), frozen_epochs
     schedule = parse_schedule(schedule)
     prefix = frozen_prefix(schedule)
     if frozen_epochs is None:
@@ -177,6 +198,41 @@ def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]
             "unfreezing stage begins later (epochs count across the whole run). "
             f"Received: frozen_epochs={frozen_epochs}, schedule={schedule.to_json()}")
     return schedule, frozen_epochs
+
+
+def _check_learning_rate(learning_rate, model) -> None:
+    if learning_rate is None:
+        return
+    if learning_rate != "auto":
+        raise ValueError("Invalid learning_rate: expected None (the optimizer's) or 'auto' "
+                         f"(lr_find's suggestion). {received('learning_rate', learning_rate)}")
+    import keras
+
+    from keras_tlft import _keras_compat as compat
+
+    rate = compat.learning_rate_variable(model.optimizer)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) or callable(rate):
+        raise ValueError(
+            "learning_rate='auto' sets the optimizer's learning rate, but the optimizer has a "
+            "learning-rate schedule: compile with a constant rate, or leave learning_rate=None. "
+            f"Received: learning_rate='auto', optimizer={type(model.optimizer).__name__}")
+
+
+def _auto_learning_rate(model, x, y, batch_size, verbose) -> float:
+    """The optimizer's learning rate set to lr_find's suggestion on the frozen model."""
+    from keras_tlft.training.lr_finder import lr_find
+
+    result = lr_find(model, x, y, batch_size=batch_size or 32)
+    rate = result.tests[0].suggestion
+    if rate is None:
+        raise ValueError(
+            "learning_rate='auto' found no suggestion: lr_find's loss never went down on the "
+            "frozen model. Expected data a model can learn from; pass learning_rate=None to "
+            "train at the optimizer's rate. Received: learning_rate='auto'")
+    model.optimizer.learning_rate = rate
+    _say(verbose, f"fine_tune: learning_rate='auto': {rate:.3g} (lr_find's suggestion on "
+                  f"the frozen model, the minimum's rate / 10)")
+    return rate
 
 
 def _check_compiled(model) -> None:
