@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     pretrain_s, (x_t, y_t), (x_eval, y_eval) = transfer_task(args.pretrain_epochs)
 
     finder = {}
-    schedule = "gradual" if "progressive" in recipes else None
+    schedule = "gradual:backbone_lr_ratio=1" if "progressive" in recipes else None  # as benchmark 1
     for seed in range(args.seeds):
         x, y = few_labels(x_t, y_t, args.labels, seed)
         start = time.perf_counter()

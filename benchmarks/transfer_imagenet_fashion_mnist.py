@@ -20,8 +20,9 @@ is scored on all 10,000 test images. Every recipe gets the same epoch budget:
 - full:           everything trainable from the start at lr / 10 (BatchNorm trained);
 - lp_ft:          LP-FT (Kumar et al. 2022): linear probe (``fit_frozen``) for half the epochs,
                   then everything trainable at lr / 10 in a second ``fit`` (BatchNorm trained);
-- pu_gradual:     ``ProgressiveUnfreeze("gradual")``: one more block every epoch, in one fit,
-                  every unfrozen block at the head's rate (``backbone_lr_ratio=1``, the default);
+- pu_gradual:     ``ProgressiveUnfreeze("gradual:backbone_lr_ratio=1")`` (keras-tlft 0.1's
+                  default): one more block every epoch, in one fit,
+                  every unfrozen block at the head's rate;
 - pu_gradual_slow: the same with ``backbone_lr_ratio=0.1``: unfrozen blocks at a tenth of the
                   head's rate;
 - pu_two_phase:   ``ProgressiveUnfreeze("two_phase")``: the guide's recipe in one fit;
@@ -148,7 +149,7 @@ def run_recipe(recipe, spec, data, args, seed, curve=None):
     fit = {"batch_size": args.batch_size, "verbose": 0, "callbacks": [curve] if curve else []}
     changes: list[int] = []
     schedules = {
-        "pu_gradual": tlft.gradual(),
+        "pu_gradual": tlft.gradual(backbone_lr_ratio=1),  # 0.1's default, as measured
         "pu_gradual_slow": tlft.gradual(backbone_lr_ratio=0.1),
         "pu_two_phase": tlft.two_phase(frozen_epochs=half),
         # LP-FT as the preset runs it: the head alone for half the epochs, then everything at

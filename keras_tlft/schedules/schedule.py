@@ -74,7 +74,8 @@ class Schedule:
             Defaults to False.
         backbone_lr: the learning rate of the (top block of the) unfrozen backbone, absolute.
         backbone_lr_ratio: or the backbone's learning rate as a ratio of the head's (which
-            follows the optimizer's schedule). Defaults to 1.
+            follows the optimizer's schedule). Defaults to 1 here; the default schedule
+            (``ProgressiveUnfreeze()``, ``"gradual"``, ``fine_tune``) sets 0.1.
         block_lr_decay: multiplier per block below the top one (discriminative fine-tuning;
             ULMFiT uses ``1 / 2.6``). Defaults to 1.
         warmup_steps: ramp the learning rate of newly unfrozen blocks up linearly over this many
