@@ -203,11 +203,13 @@ def run_reference(recipe: str, seed: int, *, data=None, labels: int = 100, epoch
                   size: int = 48, batch_size: int = 32, lr: float = 1e-3,
                   backbone_lr_ratio: float = 0.1, head_init: str = "zeros",
                   dropout: float = 0.0, adam_epsilon: float = 1e-8, adam: str = "torch",
-                  bn_epsilon: float = 1e-3, dtype: str = "float32", threads: int = 2) -> dict:
+                  bn_epsilon: float = 1e-3, dtype: str = "float32", threads: int = 2,
+                  classes: int | None = None) -> dict:
     """Fine-tune once; returns the test accuracy on all test images and the training seconds.
 
     ``data`` is ``(x_train, y_train, x_test, y_test)`` (raw 0-255 NHWC) of the few-label split;
-    by default benchmark 5's: ``few_labels(..., labels, seed)`` of Fashion-MNIST.
+    by default benchmark 5's: ``few_labels(..., labels, seed)`` of Fashion-MNIST. ``classes``:
+    the head's outputs (default: one more than the largest label).
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}. Received: recipe={recipe!r}")
@@ -216,7 +218,8 @@ def run_reference(recipe: str, seed: int, *, data=None, labels: int = 100, epoch
     x, y, x_test, y_test = data if data is not None else split(labels, seed)
     kind = getattr(torch, dtype)
     net = Lite0(load_state(kind), bn_epsilon)
-    head = new_head(1280, 10, head_init, kind)
+    classes = classes or int(np.max(y)) + 1
+    head = new_head(1280, classes, head_init, kind)
     start = time.perf_counter()
     probe = recipe == "linear_probe"
     inputs = features(net, x, size, kind) if probe else prepare(x, size, kind)

@@ -74,8 +74,11 @@ from keras_tlft import atomic_write  # noqa: E402
 from keras_tlft.schedules.presets import default_schedule  # noqa: E402
 
 PRIORITY = ("linear_probe", "all_at_once_r0.1", "gradual_r1", "gradual_r0.1", "default")
+# The outside anchor (issue #22): benchmarks/reference_torch.py, a plain PyTorch loop on the same
+# weights, split and rates (zero head, no dropout, a new batch order every epoch).
+TORCH = {"torch_linear_probe": "linear_probe", "torch_all_affine": "all_affine"}
 RECIPES = (*PRIORITY, "keras_two_fits", "lp_ft", "two_phase", "ulmfit", "layer_decay",
-           "fine_tune_0.1", "default_lr_auto")
+           "fine_tune_0.1", "default_lr_auto", *TORCH)
 # The matrix's cells, in the order they run: (task, labels per class, size).
 MATRIX = (("fmnist", 10, 48), ("fmnist", 100, 48), ("photos", 10, 48), ("fmnist", 1000, 48),
           ("fmnist", 100, 96))
@@ -197,6 +200,18 @@ def run_recipe(recipe: str, task: dict, x, y, size: int, seed: int, args) -> dic
             "load_1min_start": load, "load_1min_end": os.getloadavg()[0], **extra}
 
 
+def run_torch(recipe: str, task: dict, x, y, size: int, seed: int, args) -> dict:
+    """The plain-PyTorch reference's run of ``recipe`` on the same cell, split and settings."""
+    from reference_torch import run_reference  # torch only when asked for
+
+    load = os.getloadavg()[0]
+    run = run_reference(TORCH[recipe], seed, data=(x, y, task["x_test"], task["y_test"]),
+                        epochs=args.epochs, size=size, batch_size=args.batch_size, lr=args.lr,
+                        classes=task["classes"])
+    return {"seed": seed, "accuracy": run["accuracy"], "seconds": run["seconds"],
+            "load_1min_start": load, "load_1min_end": os.getloadavg()[0]}
+
+
 # ---------------------------------------------------------------------- results
 
 
@@ -275,7 +290,8 @@ def default_check(cell: dict, default: str = "default") -> dict | None:
     single-stage baseline? ``None`` when the cell has no such run."""
     if default not in cell:
         return None
-    best_name = max(cell, key=lambda r: cell[r]["accuracy_mean"])
+    ours = [r for r in cell if r not in TORCH]  # the reference is an anchor, not a candidate
+    best_name = max(ours, key=lambda r: cell[r]["accuracy_mean"])
     best, mine = cell[best_name], cell[default]
     gap = best["accuracy_mean"] - mine["accuracy_mean"]
     slowest = max((cell[r]["seconds_mean"] for r in SINGLE_STAGE if r in cell), default=None)
@@ -377,7 +393,8 @@ def main(argv=None) -> int:
             x, y = few_labels(task["x"], task["y"], labels, seed)
             x, y = x.astype("float32"), y.astype("int64")
             for recipe in recipes:
-                run = run_recipe(recipe, task, x, y, size, seed, args)
+                run = (run_torch if recipe in TORCH else run_recipe)(recipe, task, x, y, size,
+                                                                      seed, args)
                 keras.backend.clear_session()
                 doc = merge_run(path, key, recipe, settings, run)
                 print(f"{key:<16} seed {seed}  {recipe:<17} acc {run['accuracy']:.4f}  "
