@@ -13,7 +13,8 @@ import re
 import stat
 from typing import Any
 
-__all__ = ["check_choice", "check_number", "check_regular_file", "received", "strip_controls"]
+__all__ = ["check_choice", "check_number", "check_regular_file", "received",
+           "regular_file_problem", "strip_controls"]
 
 
 def received(name: str, value: Any) -> str:
@@ -47,26 +48,32 @@ def check_choice(name: str, value, choices: tuple) -> None:
 
 
 def check_regular_file(name: str, path, what: str = "File") -> None:
-    """Raise ``ValueError`` unless ``path`` is an existing regular file (or a link to one).
-
-    The message says what the path is instead: missing, a directory, or not a regular file
-    (a FIFO, a socket, a device). Only ``stat`` is called, so a FIFO is never opened (opening
-    one for reading blocks until something writes to it).
-    """
+    """Raise ``ValueError`` unless ``path`` is an existing regular file (or a link to one),
+    saying what the path is instead (see :func:`regular_file_problem`)."""
     text = os.fspath(path)
+    problem = regular_file_problem(text)
+    if problem is not None:
+        raise ValueError(f"{what} {text!r} {problem}: expected the path of a regular file. "
+                         f"{received(name, text)}")
+
+
+def regular_file_problem(path) -> str | None:
+    """What keeps ``path`` from being a regular file (``"does not exist"``, ``"is a
+    directory"``, ``"is not a regular file (it is a FIFO)"``...), or ``None`` when it is one.
+
+    Only ``stat`` is called, so a FIFO is never opened (opening one for reading blocks until
+    something writes to it).
+    """
     try:
-        mode = os.stat(text).st_mode
+        mode = os.stat(os.fspath(path)).st_mode
     except FileNotFoundError:
-        problem = "does not exist"
+        return "does not exist"
     except OSError as exc:
-        problem = f"cannot be read ({exc.strerror or exc})"
-    else:
-        if stat.S_ISREG(mode):
-            return
-        problem = "is a directory" if stat.S_ISDIR(mode) else (
-            f"is not a regular file (it is a {_file_kind(mode)})")
-    raise ValueError(f"{what} {text!r} {problem}: expected the path of a regular file. "
-                     f"{received(name, text)}")
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    return "is a directory" if stat.S_ISDIR(mode) else (
+        f"is not a regular file (it is a {_file_kind(mode)})")
 
 
 def _file_kind(mode: int) -> str:

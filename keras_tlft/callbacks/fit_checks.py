@@ -88,18 +88,17 @@ def check_resume_file(path: str, model) -> None:
     every shape ``model`` has: checked before any weight is loaded, so that a wrong file leaves
     the model as it was."""
     import collections
-    import os
 
     from keras_tlft import _keras_compat as compat
+    from keras_tlft.checks import regular_file_problem
 
     def refuse(problem: str):
         raise ValueError(f"Cannot resume from {path!r}: {problem}. {_RESUME_EXPECTED}; nothing "
                          f"was loaded. Received: resume_from={path!r}")
 
-    if not os.path.exists(path):
-        refuse("the file does not exist")
-    if not os.path.isfile(path):
-        refuse("it is a directory or another non-file")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        refuse(f"the file {problem}")
     try:
         layout = compat.saved_variable_shapes(path)
     except Exception as exc:  # zipfile.BadZipFile, OSError (h5py), KeyError, EOFError...
