@@ -173,7 +173,8 @@ def frozen_prefix(schedule: Schedule) -> int | None:
 def _schedule_and_frozen_epochs(schedule, frozen_epochs) -> tuple[Schedule, int]:
     if schedule is None:
         if frozen_epochs is None:
-            return default_schedule(), frozen_prefix(default_schedule())
+            schedule = default_schedule()
+            return schedule, frozen_prefix(schedule)
         return default_schedule(start=frozen_epochs), frozen_epochs
     schedule = parse_schedule(schedule)
     prefix = frozen_prefix(schedule)
