@@ -26,6 +26,7 @@ from helpers_unfreeze.tiny import (  # noqa: E402
 )
 
 from keras_tlft import ProgressiveUnfreeze  # noqa: E402
+from keras_tlft.callbacks.unfreeze import LOG_KEYS  # noqa: E402
 from keras_tlft.schedule import two_phase  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -162,19 +163,44 @@ def test_learning_rate_schedule_drives_head_and_backbone():
                                np.array(history.history["head_lr"]) * 0.1, rtol=1e-5)
 
 
-def test_logs_record_the_stage_for_history_and_csv_logger(tmp_path):
-    path = tmp_path / "log.csv"
-    history = fit(nested_model(), [
-        ProgressiveUnfreeze({0: "none", 1: 1, 2: "all"}, backbone_lr_ratio=0.1),
-        keras.callbacks.CSVLogger(str(path))])
-    h = history.history
+def _check_stage_history(h):
     assert h["unfreeze_stage"] == [0, 1, 2]
     assert h["unfrozen_blocks"] == [0, 1, 3]
     assert h["trainable_params"][0] == 10 and h["trainable_params"][0] < h["trainable_params"][1]
     assert h["head_lr"] == pytest.approx([0.01] * 3)
     assert h["backbone_lr"] == pytest.approx([0.0, 1e-3, 1e-3])
+
+
+def test_the_stage_reaches_the_history_but_not_the_progress_bar(tmp_path, capfd):
+    path = tmp_path / "log.csv"
+    unfreeze = ProgressiveUnfreeze({0: "none", 1: 1, 2: "all"}, backbone_lr_ratio=0.1)
+    model = nested_model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y = data(16)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=2, shuffle=False,
+                        callbacks=[unfreeze, keras.callbacks.CSVLogger(str(path))])
+    _check_stage_history(history.history)
+    _check_stage_history(unfreeze.history)
+    assert unfreeze.history["epoch"] == [0, 1, 2]
+    assert all(len(v) == 3 for v in history.history.values())  # one value an epoch, once
+    epoch_lines = [line for line in capfd.readouterr().out.splitlines() if " - loss:" in line]
+    assert len(epoch_lines) == 3
+    assert not any(key in line for line in epoch_lines for key in LOG_KEYS)
+    assert "unfreeze_stage" not in path.read_text()
+
+
+def test_log_details_puts_the_stage_in_logs_for_csv_logger(tmp_path):
+    path = tmp_path / "log.csv"
+    history = fit(nested_model(), [
+        ProgressiveUnfreeze({0: "none", 1: 1, 2: "all"}, backbone_lr_ratio=0.1,
+                            log_details=True),
+        keras.callbacks.CSVLogger(str(path))])
+    _check_stage_history(history.history)
+    assert all(len(v) == 3 for v in history.history.values())  # not recorded twice
     rows = list(csv.DictReader(path.open()))
     assert [int(r["unfreeze_stage"]) for r in rows] == [0, 1, 2]
+    with pytest.raises(ValueError, match="log_details must be True or False"):
+        ProgressiveUnfreeze(log_details="yes")
 
 
 def test_verbose_prints_blocks_and_one_line_per_stage(capsys):

@@ -99,6 +99,7 @@ class StagedOptimizer:
                 f"Received: use_ema={self.inner.use_ema}"
             )
         self.rules: dict = {}
+        self.masks = None  # a StageMasks: when active, its table sets the covered variables' rates
         self.state_variables: list = []
         # The ProgressiveUnfreeze that stages this optimizer (the last whose set_model saw it).
         self.owner = None
@@ -199,6 +200,8 @@ class StagedOptimizer:
         self.rules = table
 
     def rule_for(self, variable) -> LearningRateRule | None:
+        if self.masks is not None and self.masks.covers(variable):
+            return self.masks.rule(variable)
         return self.rules.get(compat.var_key(self.inner, variable))
 
     def learning_rate_of(self, variable) -> float:
@@ -238,6 +241,7 @@ class StagedOptimizer:
             rule = self.rule_for(variable)
             if rule is not None:
                 learning_rate = self._rule_tensor(rule, learning_rate)
+                gradient = rule.mask(gradient) if hasattr(rule, "mask") else gradient
             return update_step(gradient, variable, learning_rate)
 
         return patched_update_step

@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks.optim import StagedOptimizer, innermost_optimizer, retrace
+from keras_tlft.callbacks.stage_masks import StageMasks
 from keras_tlft.model.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.model.discovery import Backbone, describe_source
 from keras_tlft.schedules.plan import (
@@ -29,8 +30,7 @@ from keras_tlft.schedules.plan import (
 from keras_tlft.schedules.schedule import MAX_STAGES, Schedule
 
 # The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
-# multi-process run, assigning a host value checks that every process passes the same one, and
-# that check (np.equal) finds NaN unequal to itself.
+# multi-process run, a host value assigned must be equal on every process (NaN != NaN).
 NO_BEST = (0.0, -1.0)
 
 __all__ = ["StageRecords", "Stager"]
@@ -154,6 +154,7 @@ class Stager:
         self.staged = StagedOptimizer.install(model)
         self.staged.build(union)
         self.records = StageRecords(self.staged)
+        self.masks = self.staged.masks = StageMasks(self.staged, len(backbone.blocks))
         self._stage_blocks: dict[int, set[int]] = {}
         # The stage in force (set by enter).
         self.index: int | None = None
@@ -253,8 +254,9 @@ class Stager:
         unfrozen = self.apply(index)
         self.unfrozen_blocks = sorted({int(self.block_of[i]) for i in unfrozen})
         self._set_learning_rates(index)
-        retrace(self.model)
         self.trainable_params = count_weights(self.model.trainable_weights)
+        if not self.masks.enter(self):  # a masked run's later stages need no retrace
+            retrace(self.model)
         return len(unfrozen)
 
     def blocks_of_stage(self, index: int) -> set[int]:

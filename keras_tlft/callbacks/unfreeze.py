@@ -19,6 +19,7 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks import fit_checks
 from keras_tlft.callbacks.optim import StagedOptimizer
 from keras_tlft.callbacks.plateau import PlateauTrigger
+from keras_tlft.callbacks.stage_masks import STAGE_CHANGES, masking_plan, union_groups
 from keras_tlft.callbacks.staging import Stager
 from keras_tlft.model.batchnorm import BN_ATTRIBUTE
 from keras_tlft.model.discovery import (
@@ -46,6 +47,15 @@ LOG_KEYS = (
 )
 
 
+def record_in_history(model, values: dict) -> None:
+    """Append ``values`` to the ``History`` of the running ``fit`` (``model.history``, which
+    Keras sets to the fit's own before any callback runs), as if they had been in the logs."""
+    history = getattr(model, "history", None)
+    if isinstance(history, keras.callbacks.History):
+        for key, value in values.items():
+            history.history.setdefault(key, []).append(value)
+
+
 @dataclass
 class _Fit:
     """The state of one ``fit`` call, created by ``on_train_begin``."""
@@ -65,10 +75,13 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     block's learning rate is a true one in the compiled step (for Adam too), so learning-rate
     schedules, `BackupAndRestore`, mixed precision and distribution strategies keep working.
 
-    Each epoch's `logs` gain `unfreeze_stage`, `unfrozen_blocks`, `trainable_params`, `head_lr`,
+    Each epoch records `unfreeze_stage`, `unfrozen_blocks`, `trainable_params`, `head_lr`,
     `backbone_lr` (the top unfrozen block's) and `backbone_lr_min` (the lowest's), the rates for
-    the next step (list this callback before `CSVLogger` and `TensorBoard`). A run restarted by
-    `BackupAndRestore` resumes in the same stage, warm-up and plateau counters (with
+    the next step, in the `History` that `fit` returns (`history.history["unfreeze_stage"]`) and
+    in this callback's `history`, but not in the epoch's `logs`: Keras's progress bar would print
+    them as `0.0000e+00` and `2562.0000`. `log_details=True` puts them in `logs` too, for
+    `CSVLogger`, `TensorBoard` and other callbacks (list this callback before them). A run
+    restarted by `BackupAndRestore` resumes in the same stage, warm-up and plateau counters (with
     `save_freq=N`, the killed epoch's first batches train twice), in any order but for a plateau
     on a training metric (list this callback first). `StageEarlyStopping` stops in the last stage.
 
@@ -105,6 +118,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             `ValueError` naming it, and the model stays as it was. Defaults to `None`.
         allow_empty_stages: `False` (the default): a stage that trains no new parameter is a
             `ValueError` before training; `True` makes it a warning.
+        log_details: `False` (the default): the six values go to the `History` only, and the
+            progress bar stays as Keras prints it; `True`: into each epoch's `logs` as well.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
             old spelling of `bn="train"`), `reset_optimizer_state`, `trigger`, `monitor`,
@@ -134,7 +149,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     """
 
     def __init__(self, schedule=None, backbone=None, blocks=None, verbose=0, resume_from=None,
-                 allow_empty_stages=False, **options):
+                 allow_empty_stages=False, log_details=False, stage_change="auto", **options):
         super().__init__()
         if schedule is None:
             schedule = default_schedule()
@@ -155,6 +170,16 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             raise ValueError("allow_empty_stages must be True or False. "
                              f"Received: allow_empty_stages={allow_empty_stages!r}")
         self.allow_empty_stages = allow_empty_stages
+        if not isinstance(log_details, bool):
+            raise ValueError("log_details must be True or False. "
+                             f"Received: log_details={log_details!r}")
+        self.log_details = log_details
+        if not isinstance(stage_change, str) or stage_change not in STAGE_CHANGES:
+            raise ValueError("stage_change must be 'auto', 'retrace' or 'mask'. "
+                             f"Received: stage_change={stage_change!r}")
+        self.stage_change = stage_change
+        self.masking: tuple[bool, str] | None = None  # this fit's choice and why (on_train_begin)
+        self.history: dict[str, list] = {}  # the last fit's values per epoch, with "epoch"
         self._resumed = False
         self._seen = None  # the model of the last fit: recompiled, it is no loaded model
         self._stager: Stager | None = None
@@ -227,6 +252,18 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         self._stager.warn_late_stages((self.params or {}).get("epochs"))
         self._stager.fit_length = fit_checks.fit_length(self.schedule, self.params)
         self._stager.index = None
+        self.history = {}
+        start, why = masking_plan(self.stage_change, self._stager, self.model.optimizer,
+                                  self.params)
+        self.masking = (start is not None, why)
+        if start is not None:
+            self._stager.masks.activate(union_groups(self._stager), self.schedule.warmup_steps,
+                                        start)
+        else:
+            self._stager.masks.deactivate()
+        if self.verbose:
+            compat.print_msg(f"ProgressiveUnfreeze: stage changes "
+                             f"{'by masking' if start is not None else 'retrace'}: {why}")
         self._fit = _Fit(PlateauTrigger(self.schedule, self._stager, self.model)
                          if self.schedule.trigger == "plateau" else None)
 
@@ -241,6 +278,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             n_layers = stager.enter(target, epoch)
             if self.verbose:
                 stager.announce(epoch, n_layers)
+        stager.masks.hold_union(stager)  # the flags the compiled step was traced for
 
     def on_test_end(self, logs=None):
         if self._fit is not None and self._fit.plateau is not None:
@@ -250,9 +288,18 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         logs = {} if logs is None else logs
         if self._fit.plateau is not None:
             self._fit.plateau.epoch_ended(epoch, logs)
-        logs.update(self._stager.log_values())
+        self._stager.masks.show_exact(self._stager)  # the stage's own flags between epochs
+        values = self._stager.log_values()
+        for key, value in {"epoch": epoch, **values}.items():
+            self.history.setdefault(key, []).append(value)
+        if self.log_details:
+            logs.update(values)  # History records them from the logs
+        else:
+            record_in_history(self.model, values)
 
     def on_train_end(self, logs=None):
+        self._stager.masks.show_exact(self._stager)
+        self._stager.masks.deactivate()
         self._fit = None
 
     def get_config(self) -> dict:
@@ -263,6 +310,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             "verbose": self.verbose,
             "resume_from": self.resume_from,
             "allow_empty_stages": self.allow_empty_stages,
+            "log_details": self.log_details,
+            "stage_change": self.stage_change,
         }
 
     @classmethod

@@ -50,9 +50,11 @@ def main() -> None:
 
     if args.schedule == "epoch":
         unfreeze = ProgressiveUnfreeze({0: "none", 2: 1, 4: "all"}, warmup_steps=6,
-                                       backbone_lr_ratio=0.5, block_lr_decay=0.5)
+                                       backbone_lr_ratio=0.5, block_lr_decay=0.5,
+                                       log_details=True)
     else:  # min_delta so large that each stage moves on after its second epoch
-        unfreeze = ProgressiveUnfreeze("plateau", patience=1, min_delta=1e9, warmup_steps=6)
+        unfreeze = ProgressiveUnfreeze("plateau", patience=1, min_delta=1e9, warmup_steps=6,
+                                      log_details=True)
     backup = keras.callbacks.BackupAndRestore(args.backup_dir,
                                               save_freq=args.save_freq or "epoch")
     callbacks = [backup, unfreeze] if args.backup_first else [unfreeze, backup]
