@@ -89,12 +89,13 @@ def test_masking_traces_once_and_shows_each_stage_between_epochs():
 
 @needs_tracing
 def test_auto_masks_short_stages_and_retraces_long_ones():
-    _, short, _, _ = run("auto", n=16)  # 2 steps an epoch
-    assert short.masking[0] is True and "3 retraces saved" in short.masking[1]
-    long_epochs = 8 * (MASK_MAX_STEPS + 1)  # one step longer than masking pays for
-    _, long, _, _ = run("auto", n=long_epochs, epochs=4)
-    assert long.masking == (False, f"too few short stages (stages of up to {long_epochs // 8} "
-                                   f"steps; masking pays below {MASK_MAX_STEPS})")
+    most = MASK_MAX_STEPS[BACKEND]
+    _, short, _, _ = run("auto", n=8 * most)  # as many steps an epoch as masking pays for
+    assert short.masking == (True, f"3 retraces saved: stages of at most {most} steps from "
+                                   "stage 1")
+    _, long, _, _ = run("auto", n=8 * (most + 1), epochs=4)  # one step more
+    assert long.masking == (False, f"too few short stages (stages of up to {most + 1} steps; "
+                                   f"masking pays up to {most} on {BACKEND})")
 
 
 @needs_tracing

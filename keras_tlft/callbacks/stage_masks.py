@@ -24,12 +24,13 @@ from keras_tlft import _keras_compat as compat
 __all__ = ["MASK_MAX_STEPS", "STAGE_CHANGES", "StageMasks", "masking_plan", "union_groups"]
 
 STAGE_CHANGES = ("auto", "retrace", "mask")
-# "auto" masks when the stages between the first unfreezing stage and the last last at most this
-# many steps on average: a retrace cost about 26 full steps (TensorFlow, MobileNetV2 96x96, CPU;
-# benchmarks/results/stage_change.json) and a masked step of a partly frozen stage at most about
-# 0.65 of a full step more than its own (benchmarks/stage_change.py), so below 40 steps a stage
-# the retrace it saves is worth more than the extra backward pass.
-MASK_MAX_STEPS = 40
+# "auto" masks the stages that last at most this many steps, per backend: where the retraces
+# that masking saves outweigh its dearer steps. Measured with benchmarks/masked_stages.py
+# (MobileNetV2 96x96, batch 16, 2-core CPU): on TensorFlow a retrace cost 2.7 s and a masked
+# step up to 63 ms more than a partly frozen stage's own (65-82 ms against 128-134 ms), so masking
+# pays below about 40 steps a stage; on JAX a recompile cost 3.2 s but a masked step about 0.85 s
+# more (XLA's CPU backward pass of the whole network: 1.2 s against 0.35 s), so below 4.
+MASK_MAX_STEPS = {"tensorflow": 40, "jax": 3}
 
 
 class StageMasks:
@@ -199,16 +200,17 @@ def masking_plan(choice: str, stager, optimizer, params) -> tuple[int | None, st
         return None, "the steps per epoch are not known"
     # From the first stage after which every stage but the last is short; a masked start
     # after stage 0 costs one retrace into the masked step, so it must save two or more.
+    most = MASK_MAX_STEPS[keras.backend.backend()]
     start = len(lengths)
-    while start > 0 and lengths[start - 1] <= MASK_MAX_STEPS:
+    while start > 0 and lengths[start - 1] <= most:
         start -= 1
     saved = len(lengths) - start - (1 if start else 0)
     if saved < 1:
         longest = max(lengths, default=0)
         return None, (f"too few short stages (stages of up to {longest} steps; masking pays "
-                      f"below {MASK_MAX_STEPS})")
+                      f"up to {most} on {keras.backend.backend()})")
     return start, (f"{saved} retrace{'s' if saved != 1 else ''} saved: stages of at most "
-                   f"{MASK_MAX_STEPS} steps from stage {start + 1}")
+                   f"{most} steps from stage {start + 1}")
 
 
 def _blocker(stager, optimizer, backend: str) -> str | None:
