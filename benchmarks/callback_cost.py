@@ -180,7 +180,7 @@ def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True):
     traces = count_traces(model)
     rules = dict(backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6, warmup_steps=steps)
     cb = ProgressiveUnfreeze({0: "none", epochs: "all"}, blocks="mobilenet_v2",
-                             **(rules if lr_rules else {}))
+                             stage_change="retrace", **(rules if lr_rules else {}))
     timings = {"set_model": [], "on_epoch_begin": [], "on_epoch_end": []}
     for hook in timings:
         original = getattr(cb, hook)

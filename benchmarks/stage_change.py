@@ -79,7 +79,8 @@ def run(spec, steps, batch, profiled=False):
     y = rng.integers(0, 10, batch)
     probe = ChangeProbe(profiled)
     model.fit(repeated_batch(x, y, steps), epochs=2, verbose=0,
-              callbacks=[ProgressiveUnfreeze({0: "none", 1: spec}), probe])
+              callbacks=[ProgressiveUnfreeze({0: "none", 1: spec}, stage_change="retrace"),
+                         probe])
     steady = statistics.median(probe.times[1][1:])
     first = probe.times[1][0]
     keras.backend.clear_session()

@@ -79,6 +79,9 @@ PRIORITY = ("linear_probe", "all_at_once_r0.1", "gradual_r1", "gradual_r0.1", "d
 TORCH = {"torch_linear_probe": "linear_probe", "torch_all_affine": "all_affine"}
 RECIPES = (*PRIORITY, "keras_two_fits", "lp_ft", "two_phase", "ulmfit", "layer_decay",
            "fine_tune_0.1", "default_lr_auto", *TORCH)
+# Controls, run only when named: the default with every stage change retraced (the default
+# masks short stages, stage_change="auto"), which separates the mechanism's cost from the recipe.
+CONTROLS = ("default_retrace",)
 # The matrix's cells, in the order they run: (task, labels per class, size).
 MATRIX = (("fmnist", 10, 48), ("fmnist", 100, 48), ("photos", 10, 48), ("fmnist", 1000, 48),
           ("fmnist", 100, 96))
@@ -185,8 +188,10 @@ def run_recipe(recipe: str, task: dict, x, y, size: int, seed: int, args) -> dic
     elif recipe == "fine_tune_0.1":
         old = tlft.Schedule({0: "none", 1: "all"}, backbone_lr_ratio=0.1)
         tlft.fine_tune(model, x, y, epochs=epochs, schedule=old, **fit)
-    elif recipe in ("default", "default_lr_auto"):
+    elif recipe in ("default", "default_lr_auto", "default_retrace"):
         auto = {"learning_rate": "auto"} if recipe == "default_lr_auto" else {}
+        if recipe == "default_retrace":
+            auto = {"stage_change": "retrace"}
         tlft.fine_tune(model, x, y, epochs=epochs, **auto, **fit)
         extra["head_lr"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     else:
@@ -262,7 +267,8 @@ def plot(doc: dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(len(cells), 1, figsize=(10, 2.6 * len(cells)), squeeze=False)
     for ax, key in zip(axes[:, 0], cells):
-        rows = [(r, doc["cells"][key][r]) for r in RECIPES if r in doc["cells"][key]]
+        rows = [(r, doc["cells"][key][r]) for r in (*RECIPES, *CONTROLS)
+                if r in doc["cells"][key]]
         names = [f"{r} ({e['seeds']})" for r, e in rows]
         ax.bar(names, [e["accuracy_mean"] for _, e in rows],
                yerr=[e["accuracy_std"] for _, e in rows], capsize=3,
@@ -290,7 +296,8 @@ def default_check(cell: dict, default: str = "default") -> dict | None:
     single-stage baseline? ``None`` when the cell has no such run."""
     if default not in cell:
         return None
-    ours = [r for r in cell if r not in TORCH]  # the reference is an anchor, not a candidate
+    # The reference is an anchor and a control a mechanism, not candidates.
+    ours = [r for r in cell if r not in TORCH and r not in CONTROLS]
     best_name = max(ours, key=lambda r: cell[r]["accuracy_mean"])
     best, mine = cell[best_name], cell[default]
     gap = best["accuracy_mean"] - mine["accuracy_mean"]
@@ -372,9 +379,10 @@ def main(argv=None) -> int:
              else list(range(int(args.seeds))))
     if args.quick:
         recipes, seeds, args.epochs = list(PRIORITY), [0], 4
-    unknown = sorted(set(recipes) - set(RECIPES))
+    unknown = sorted(set(recipes) - set(RECIPES) - set(CONTROLS))
     if unknown:
-        parser.error(f"unknown recipes {unknown}; expected some of {', '.join(RECIPES)}")
+        parser.error(f"unknown recipes {unknown}; expected some of "
+                     f"{', '.join((*RECIPES, *CONTROLS))}")
     cells = select_cells(args)
     if not cells:
         parser.error("no cell selected: --tasks/--labels/--sizes keep none of the matrix's "

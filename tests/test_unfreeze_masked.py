@@ -27,14 +27,27 @@ SCHEDULE = {0: "none", 1: 1, 2: 2, 3: "all"}
 
 
 class Watch(keras.callbacks.Callback):
-    """Weights and trainable-weight counts at each epoch end; the train functions used."""
+    """Weights and trainable-weight counts at each epoch end, the trainable-weight counts the
+    steps ran with, and the traces of the train step (TensorFlow and JAX call the Python
+    ``train_step`` once per trace)."""
 
     def __init__(self):
         super().__init__()
-        self.weights, self.trainable, self.functions = [], [], set()
+        self.weights, self.trainable, self.during, self.traces = [], [], set(), 0
+
+    def set_model(self, model):
+        super().set_model(model)
+        if "train_step" not in vars(model):
+            train_step = type(model).train_step
+
+            def counting(*args):
+                self.traces += 1
+                return train_step(model, *args)
+
+            model.train_step = counting
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.functions.add(id(self.model.train_function))
+        self.during.add(len(self.model.trainable_weights))
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append([np.array(w) for w in self.model.get_weights()])
@@ -79,20 +92,32 @@ def test_masked_stages_train_exactly_as_retraced_ones(optimizer, options):
 def test_masking_traces_once_and_shows_each_stage_between_epochs():
     model, _, plain_watch, _ = run("retrace")
     model, unfreeze, watch, _ = run("mask")
-    assert len(plain_watch.functions) == 4  # one trace per stage
-    assert len(watch.functions) == 1  # one for the whole fit
+    assert plain_watch.traces == 4  # one trace per stage
+    assert watch.traces == 1  # one for the whole fit
     # Between epochs, and after fit, the model is trainable as its stage says (checkpoints,
     # summaries), not as the compiled step's union.
     assert watch.trainable == plain_watch.trainable
     assert len(model.trainable_weights) == plain_watch.trainable[-1]
+    assert watch.during == {plain_watch.trainable[-1]}  # the compiled step's: the last stage's
+
+
+@needs_tracing
+def test_the_masked_step_holds_only_the_blocks_this_fit_reaches():
+    _, _, plain_watch, _ = run("retrace", epochs=3)  # stage 4 ("all") begins at epoch 3
+    _, unfreeze, watch, _ = run("mask", epochs=3)
+    assert unfreeze.masking[0] is True
+    assert watch.during == {plain_watch.trainable[2]} != {plain_watch.trainable[0]}
 
 
 @needs_tracing
 def test_auto_masks_short_stages_and_retraces_long_ones():
     most = MASK_MAX_STEPS[BACKEND]
     _, short, _, _ = run("auto", n=8 * most)  # as many steps an epoch as masking pays for
-    assert short.masking == (True, f"3 retraces saved: stages of at most {most} steps from "
-                                   "stage 1")
+    # ... but for the frozen first stage, which keeps its own (cheaper) step: 2/3 of that
+    assert short.masking == (True, f"2 retraces saved: stages of at most {most} steps from "
+                                   "stage 2")
+    _, shorter, _, _ = run("auto", n=8 * (most * 2 // 3))
+    assert shorter.masking[1].startswith("3 retraces saved")
     _, long, _, _ = run("auto", n=8 * (most + 1), epochs=4)  # one step more
     assert long.masking == (False, f"too few short stages (stages of up to {most + 1} steps; "
                                    f"masking pays up to {most} on {BACKEND})")

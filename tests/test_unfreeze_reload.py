@@ -169,7 +169,7 @@ def test_resume_from_a_file_of_another_schedule_is_refused(reference):
     with pytest.raises(ValueError) as info:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     message = str(info.value)
-    assert f"Cannot resume from {str(path)!r}: its optimizer state (22 variables) is not " \
+    assert f"Cannot resume from {str(path)!r}: its optimizer state (23 variables) is not " \
            "laid out as this model's optimizer" in message
     assert "nothing was loaded" in message and f"Received: resume_from={str(path)!r}" in message
     _assert_unchanged(before, model.get_weights())

@@ -21,7 +21,8 @@ import numpy as np
 
 from keras_tlft import _keras_compat as compat
 
-__all__ = ["MASK_MAX_STEPS", "STAGE_CHANGES", "StageMasks", "masking_plan", "union_groups"]
+__all__ = ["MASK_MAX_STEPS", "STAGE_CHANGES", "StageMasks", "last_stage", "masking_plan",
+           "union_groups"]
 
 STAGE_CHANGES = ("auto", "retrace", "mask")
 # "auto" masks the stages that last at most this many steps, per backend: where the retraces
@@ -52,16 +53,19 @@ class StageMasks:
         self.warmup_steps = 0
         self.group_of: dict = {}  # optimizer var key -> row
         self._rules: dict = {}
+        self.start, self.last = 0, -1  # the shared compiled step's first and last stages
 
-    def activate(self, groups: list[list], warmup_steps: int, start: int = 0) -> None:
+    def activate(self, groups: list[list], warmup_steps: int, start: int = 0,
+                 last: int = -1) -> None:
         """Read the table from now on, for ``groups`` (the head's variables, then each block's);
-        stages from ``start`` on share one compiled step (those before it retrace)."""
+        stages ``start`` to ``last`` (this fit's last) share one compiled step, traced for
+        ``last``'s flags (the stages before ``start`` retrace)."""
         inner = self.staged.inner
         self.group_of = {compat.var_key(inner, v): g for g, variables in enumerate(groups)
                          for v in variables}
         self.warmup_steps = int(warmup_steps)
         self._rules = {}
-        self.start = start
+        self.start, self.last = start, last
         self.active, self.traced = True, False
 
     def deactivate(self) -> None:
@@ -82,10 +86,10 @@ class StageMasks:
         return False
 
     def hold_union(self, stager) -> None:
-        """The flags of the schedule's last stage (which trains every block any stage does):
+        """The flags of this fit's last stage (which trains every block an earlier stage does):
         what the compiled step was traced for, and what ``fit`` must see while it runs."""
         if self.active and self.traced:
-            stager.apply(len(stager.stages) - 1)
+            stager.apply(self.last % len(stager.stages))
 
     def show_exact(self, stager) -> None:
         """The flags of the stage in force, between epochs and after ``fit`` (for checkpoints,
@@ -162,13 +166,21 @@ def rows_for(stager) -> list[tuple[float, float, float]]:
     return [row(stager.head_rule), *blocks]
 
 
-def union_groups(stager) -> list[list]:
-    """The head's trainable variables, then each block's, under the last stage's flags."""
+def last_stage(stager, params) -> int:
+    """The last stage this fit reaches (of an epoch schedule; else the schedule's last)."""
+    epochs, stages = (params or {}).get("epochs"), stager.stages
+    if stager.schedule.trigger != "epoch" or not epochs:
+        return len(stages) - 1
+    return max([i for i, s in enumerate(stages) if s.epoch < epochs], default=0)
+
+
+def union_groups(stager, last: int) -> list[list]:
+    """The head's trainable variables, then each block's, under stage ``last``'s flags."""
     from keras_tlft.model.blocks import trainable_flags_restored
 
     bb, model = stager.backbone, stager.model
     with trainable_flags_restored(bb.layers, bb.container):
-        stager.apply(len(stager.stages) - 1)
+        stager.apply(last)
         blocks: list[list] = [[] for _ in bb.blocks]
         for i, layer in enumerate(bb.layers):
             blocks[int(stager.block_of[i])].extend(layer.trainable_weights)
@@ -198,13 +210,16 @@ def masking_plan(choice: str, stager, optimizer, params) -> tuple[int | None, st
     lengths = _stage_steps(stager, params)
     if lengths is None:
         return None, "the steps per epoch are not known"
-    # From the first stage after which every stage but the last is short; a masked start
-    # after stage 0 costs one retrace into the masked step, so it must save two or more.
+    # From the first stage after which every stage but the last is short: the changes into the
+    # stages before it, and into it, retrace (the one into stage 0 is the fit's first trace).
+    # A frozen stage gains the most from its own step (no backward pass through the backbone):
+    # it pays below two thirds of the limit (TensorFlow: 94 ms a step more, 2.7 s a retrace).
     most = MASK_MAX_STEPS[keras.backend.backend()]
+    limits = [most if trained else most * 2 // 3 for trained in stager.stage_trained]
     start = len(lengths)
-    while start > 0 and lengths[start - 1] <= most:
+    while start > 0 and lengths[start - 1] <= limits[start - 1]:
         start -= 1
-    saved = len(lengths) - start - (1 if start else 0)
+    saved = len(lengths) - start
     if saved < 1:
         longest = max(lengths, default=0)
         return None, (f"too few short stages (stages of up to {longest} steps; masking pays "

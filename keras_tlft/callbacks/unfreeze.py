@@ -19,7 +19,12 @@ from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks import fit_checks
 from keras_tlft.callbacks.optim import StagedOptimizer
 from keras_tlft.callbacks.plateau import PlateauTrigger
-from keras_tlft.callbacks.stage_masks import STAGE_CHANGES, masking_plan, union_groups
+from keras_tlft.callbacks.stage_masks import (
+    STAGE_CHANGES,
+    last_stage,
+    masking_plan,
+    union_groups,
+)
 from keras_tlft.callbacks.staging import Stager
 from keras_tlft.model.batchnorm import BN_ATTRIBUTE
 from keras_tlft.model.discovery import (
@@ -120,6 +125,13 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             `ValueError` before training; `True` makes it a warning.
         log_details: `False` (the default): the six values go to the `History` only, and the
             progress bar stays as Keras prints it; `True`: into each epoch's `logs` as well.
+        stage_change: `"auto"` (the default), `"retrace"` or `"mask"`: how a stage change
+            reaches the compiled train step. `"retrace"` sets the trainable flags and retraces
+            it (seconds on TensorFlow and JAX); `"mask"` traces one step for every block this
+            fit reaches and trains a frozen block at a learning rate and gradient of 0, exactly
+            as a retrace would, at the last stage's cost per step; `"auto"` masks short stages
+            (`keras_tlft.callbacks.stage_masks.MASK_MAX_STEPS`) where that is exact. The
+            choice and its reason: `callback.masking`.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
             old spelling of `bn="train"`), `reset_optimizer_state`, `trigger`, `monitor`,
@@ -257,8 +269,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                                   self.params)
         self.masking = (start is not None, why)
         if start is not None:
-            self._stager.masks.activate(union_groups(self._stager), self.schedule.warmup_steps,
-                                        start)
+            last = last_stage(self._stager, self.params)
+            self._stager.masks.activate(union_groups(self._stager, last),
+                                        self.schedule.warmup_steps, start, last)
         else:
             self._stager.masks.deactivate()
         if self.verbose:

@@ -326,7 +326,9 @@ def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
                   jit_compile=jit)
     data = repeated_batch(x, y, warmup + steps)
-    cbs = timer.callbacks(progressive_unfreeze(schedule)) + [Count()]
+    # Each phase's own step and the retrace a change forces (masking would give every phase
+    # the last one's step: stage_change="auto" masks stages as short as a bench's).
+    cbs = timer.callbacks(progressive_unfreeze(schedule, stage_change="retrace")) + [Count()]
     try:
         model.fit(data, epochs=len(train), callbacks=cbs, verbose=0)
     finally:

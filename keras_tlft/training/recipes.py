@@ -21,7 +21,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
               schedule=None, validation_data=None, batch_size: int | None = None,
               callbacks=None, verbose="auto", backbone=None, blocks=None,
               cache_prefix: bool = True, max_memory_bytes: int | None = None,
-              learning_rate=None):
+              learning_rate=None, stage_change: str = "auto"):
     """Fine-tune a compiled transfer model in one call: frozen epochs, then a schedule.
 
     fastai's ``learn.fine_tune(epochs)``: the head trains alone for ``frozen_epochs`` epochs,
@@ -91,6 +91,9 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             with the backbone at a tenth of it every seed ended at chance (0.100); prefer the
             fixed rate there until that is understood.
 
+        stage_change: ``"auto"``, ``"retrace"`` or ``"mask"``, as ``ProgressiveUnfreeze`` takes
+            it: how the stages that run in one ``fit`` reach its compiled step.
+
     Returns:
         One ``keras.callbacks.History`` of every epoch, ``0`` to ``epochs - 1``.
 
@@ -127,7 +130,7 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
             f"whole run. Expected epochs > frozen_epochs (or fit_frozen for a frozen run "
             f"only). Received: epochs={epochs}, frozen_epochs={frozen_epochs}")
     unfreeze = ProgressiveUnfreeze(schedule, backbone=backbone, blocks=blocks,
-                                   verbose=0 if verbose == 0 else 1)
+                                   verbose=0 if verbose == 0 else 1, stage_change=stage_change)
     check_input_range(model, first_inputs(x, batch_size), "fine_tune")
     if learning_rate == "auto":
         _auto_learning_rate(model, x, y, batch_size, verbose)
