@@ -60,3 +60,15 @@ def test_lr_find_npz_without_labels_exits_2(tmp_path, capsys):
     np.savez(path, x=np.zeros((4, 32, 32, 3)))
     assert main(["lr-find", "vgg16", "--data", str(path)]) == 2
     assert "with arrays 'x' and 'y'. Received: arrays ['x']" in capsys.readouterr().err
+
+
+def test_lr_find_on_too_few_samples_warns_in_one_line_but_not_on_synthetic_data(npz, capsys):
+    assert main(["lr-find", "vgg16", "--data", str(npz), "--steps", "20", "--batch-size", "4",
+                 "--json"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: lr_find: 20 steps of 4 pass over the 16 samples 5 times, so the loss "
+            "keeps falling as the model memorises them") in " ".join(err.split())
+    assert "UserWarning" not in err  # ours, not Python's with a source line
+    assert main(["lr-find", "vgg16", "--input-shape", "32,32,3", "--steps", "40",
+                 "--batch-size", "2", "--json"]) == 0
+    assert "pass over" not in capsys.readouterr().err  # synthetic data: 5 passes, no news

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -205,3 +206,17 @@ def test_a_loss_scale_optimizer_is_copied_with_its_inner_optimizer():
     assert model.optimizer.inner_optimizer is inner
     after = _state(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_range_test_that_would_memorise_its_few_samples_says_so():
+    # 100 steps of 32 over 64 samples: 50 passes, where the suggestion measures memorisation
+    # (the transfer matrix's 10-labels-per-class cells, whose suggestion ended at chance).
+    model, (x, y) = _linear_model(), _regression(n=64)
+    with pytest.warns(UserWarning, match=r"lr_find: 100 steps of 32 pass over the 64 samples "
+                                         r"50 times, .* Expected at most 4 passes: more "
+                                         r"samples, or steps <= 8, or a smaller batch_size"):
+        lr_find(model, x, y, batch_size=32, steps=100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lr_find(model, x, y, batch_size=32, steps=8)  # 4 passes
+    assert not [w for w in caught if "lr_find" in str(w.message)]

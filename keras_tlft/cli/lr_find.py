@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
 from rich.console import Console
 from rich.markup import escape
@@ -119,8 +120,13 @@ def cmd_lr_find(args, out: Console) -> int:
     model = build_model(spec, num_classes, head=args.head, input_shape=shape, weights=weights)
     loss = "binary_crossentropy" if num_classes == 1 else "sparse_categorical_crossentropy"
     model.compile(optimizer, loss)
-    result = lr_find(model, x, y, batch_size=args.batch_size, steps=args.steps,
-                     start_lr=args.start_lr, end_lr=args.end_lr, schedule=args.schedule)
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force, recorded
+        result = lr_find(model, x, y, batch_size=args.batch_size, steps=args.steps,
+                         start_lr=args.start_lr, end_lr=args.end_lr, schedule=args.schedule)
+    for w in caught:  # synthetic data is a demonstration: how often it repeats is no news
+        if not (args.data is None and "pass over the" in str(w.message)):
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(str(w.message))}",
+                                       soft_wrap=True)
     if args.plot:
         result.plot(args.plot)
     if args.json:
