@@ -400,8 +400,9 @@ def test_one_trace_per_stage():
         return train_step(*args)
 
     model.train_step = counting_train_step
-    fit(model, [ProgressiveUnfreeze({0: "none", 2: 1, 4: "all"})], epochs=6)
-    assert len(traces) == 3
+    fit(model, [ProgressiveUnfreeze({0: "none", 2: 1, 4: "all"}, stage_change="retrace")],
+        epochs=6)
+    assert len(traces) == 3  # stage_change="mask" traces once (tests/test_unfreeze_masked.py)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
