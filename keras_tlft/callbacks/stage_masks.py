@@ -26,12 +26,14 @@ __all__ = ["MASK_MAX_STEPS", "STAGE_CHANGES", "StageMasks", "last_stage", "maski
 
 STAGE_CHANGES = ("auto", "retrace", "mask")
 # "auto" masks the stages that last at most this many steps, per backend: where the retraces
-# that masking saves outweigh its dearer steps. Measured with benchmarks/masked_stages.py
-# (MobileNetV2 96x96, batch 16, 2-core CPU): on TensorFlow a retrace cost 2.7 s and a masked
-# step up to 63 ms more than a partly frozen stage's own (65-82 ms against 128-134 ms), so masking
-# pays below about 40 steps a stage; on JAX a recompile cost 3.2 s but a masked step about 0.85 s
-# more (XLA's CPU backward pass of the whole network: 1.2 s against 0.35 s), so below 4.
-MASK_MAX_STEPS = {"tensorflow": 40, "jax": 3}
+# that masking saves outweigh its dearer steps, on a 2-core CPU. TensorFlow: MobileNetV2 96x96
+# with 10 steps a stage trained in 0.76x the time masked (benchmarks/masked_stages.py: a retrace
+# 2.7 s, a masked step up to 63 ms dearer), but EfficientNet-Lite0 48x48 with 32 steps a stage
+# took 1.4x as long (benchmarks/transfer_matrix.py, fmnist:100@48, default against
+# default_retrace): the limit lies between, on the safe side. JAX: a recompile cost 3.2 s but a
+# masked step 0.85 s more (XLA's CPU backward pass of the whole MobileNetV2: 1.2 s against
+# 0.35 s), so masking pays below 4 steps.
+MASK_MAX_STEPS = {"tensorflow": 16, "jax": 3}
 
 
 class StageMasks:
@@ -212,8 +214,8 @@ def masking_plan(choice: str, stager, optimizer, params) -> tuple[int | None, st
         return None, "the steps per epoch are not known"
     # From the first stage after which every stage but the last is short: the changes into the
     # stages before it, and into it, retrace (the one into stage 0 is the fit's first trace).
-    # A frozen stage gains the most from its own step (no backward pass through the backbone):
-    # it pays below two thirds of the limit (TensorFlow: 94 ms a step more, 2.7 s a retrace).
+    # A frozen stage gains the most from its own step (no backward pass through the backbone:
+    # MobileNetV2 on TensorFlow, 94 ms a step against 63 for a partial stage): two thirds.
     most = MASK_MAX_STEPS[keras.backend.backend()]
     limits = [most if trained else most * 2 // 3 for trained in stager.stage_trained]
     start = len(lengths)
