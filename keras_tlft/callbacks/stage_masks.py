@@ -12,7 +12,7 @@ had not been in the step. A stage change then only writes that table.
 The price: every step computes the gradients of every block the schedule will train, so a stage
 that trains a few blocks steps at the cost of the last stage. :func:`masking_plan` decides: only
 when the stages are short enough for the saved retraces to outweigh it (or when asked), and only
-where the result is the same as a retrace's (see :data:`REASONS`).
+where the result is the same as a retrace's (the exceptions are in ``_blocker``).
 """
 
 from __future__ import annotations
@@ -81,11 +81,9 @@ class StageMasks:
         self.write(rows_for(stager))  # the head reads its rate from the table too
         if stager.index < self.start:
             return False  # a stage before the masked ones: its own step
-        self.hold_union(stager)
-        if self.traced:
-            return True
-        self.traced = True
-        return False
+        first, self.traced = not self.traced, True
+        self.hold_union(stager)  # before the retrace: the step is traced for these flags
+        return not first
 
     def hold_union(self, stager) -> None:
         """The flags of this fit's last stage (which trains every block an earlier stage does):
