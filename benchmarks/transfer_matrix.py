@@ -377,6 +377,9 @@ def main(argv=None) -> int:
     recipes = list(PRIORITY) if args.recipes == "priority" else args.recipes.split(",")
     seeds = ([int(s) for s in args.seeds.split(",")] if "," in args.seeds
              else list(range(int(args.seeds))))
+    if not seeds:
+        parser.error(f"--seeds {args.seeds} runs no seed: give a count N >= 1 (seeds 0..N-1) "
+                     "or a list such as 0,2")
     if args.quick:
         recipes, seeds, args.epochs = list(PRIORITY), [0], 4
     unknown = sorted(set(recipes) - set(RECIPES) - set(CONTROLS))
