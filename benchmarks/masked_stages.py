@@ -29,8 +29,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write_json  # noqa: E402
+from stage_change import mobilenet_and_batch  # noqa: E402
 
-from keras_tlft import ProgressiveUnfreeze, build_model  # noqa: E402
+from keras_tlft import ProgressiveUnfreeze  # noqa: E402
 from keras_tlft.reporting.bench import repeated_batch  # noqa: E402
 
 # Five stages, one epoch each: the head alone, then one block more, then all of them.
@@ -52,12 +53,7 @@ class Clock(keras.callbacks.Callback):
 
 
 def run(stage_change: str, steps: int, batch: int) -> tuple[dict, list]:
-    keras.utils.set_random_seed(0)
-    model = build_model("mobilenet_v2", 10, input_shape=(96, 96, 3), weights=None)
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch, 96, 96, 3)).astype("float32")
-    y = rng.integers(0, 10, batch)
+    model, x, y = mobilenet_and_batch(batch)
     clock = Clock()
     unfreeze = ProgressiveUnfreeze(SCHEDULE, stage_change=stage_change)
     start = time.perf_counter()

@@ -70,13 +70,19 @@ def tracing_seconds(profile) -> float:
                if name == "func_graph_from_py_func" and path.endswith("func_graph.py"))
 
 
-def run(spec, steps, batch, profiled=False):
+def mobilenet_and_batch(batch: int):
+    """MobileNetV2 (96x96, ``weights=None``, seed 0) compiled with Adam 1e-4, and one batch of
+    random 0-255 images and labels: the stage-change benchmarks' model and data."""
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", 10, input_shape=(96, 96, 3), weights=None)
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, 96, 96, 3)).astype("float32")
-    y = rng.integers(0, 10, batch)
+    return model, x, rng.integers(0, 10, batch)
+
+
+def run(spec, steps, batch, profiled=False):
+    model, x, y = mobilenet_and_batch(batch)
     probe = ChangeProbe(profiled)
     model.fit(repeated_batch(x, y, steps), epochs=2, verbose=0,
               callbacks=[ProgressiveUnfreeze({0: "none", 1: spec}, stage_change="retrace"),

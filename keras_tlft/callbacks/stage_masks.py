@@ -168,10 +168,12 @@ def rows_for(stager) -> list[tuple[float, float, float]]:
 
 def last_stage(stager, params) -> int:
     """The last stage this fit reaches (of an epoch schedule; else the schedule's last)."""
+    from keras_tlft.schedules.plan import stage_at_epoch
+
     epochs, stages = (params or {}).get("epochs"), stager.stages
     if stager.schedule.trigger != "epoch" or not epochs:
         return len(stages) - 1
-    return max([i for i, s in enumerate(stages) if s.epoch < epochs], default=0)
+    return stage_at_epoch(stages, epochs - 1)
 
 
 def union_groups(stager, last: int) -> list[list]:

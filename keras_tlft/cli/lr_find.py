@@ -24,6 +24,7 @@ from keras_tlft.cli._common import (
     _shape,
     check_batch_memory,
     check_steps,
+    make_console,
     print_rows,
 )
 
@@ -125,8 +126,8 @@ def cmd_lr_find(args, out: Console) -> int:
                          start_lr=args.start_lr, end_lr=args.end_lr, schedule=args.schedule)
     for w in caught:  # synthetic data is a demonstration: how often it repeats is no news
         if not (args.data is None and "pass over the" in str(w.message)):
-            Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(str(w.message))}",
-                                       soft_wrap=True)
+            make_console(stderr=True).print(
+                f"[yellow]warning:[/yellow] {escape(str(w.message))}", soft_wrap=True)
     if args.plot:
         result.plot(args.plot)
     if args.json:

@@ -54,13 +54,14 @@ def batches_of(x, y, sample_weight, batch_size, name) -> Batches:
     return Batches(iterate, math.ceil(rows / size), rows, size)
 
 
-def check_arrays(model, x, y, sample_weight=None, name="x") -> None:
+def check_arrays(model, x, y, sample_weight=None, name="x") -> int | None:
     """Raise ``ValueError`` when arrays cannot be the model's data: ``y`` (or
     ``sample_weight``) of another length than ``x``, or samples of another shape than the
-    model's single input takes. Datasets and anything without a shape are left to Keras."""
+    model's single input takes. Datasets and anything without a shape are left to Keras.
+    Returns the number of samples (``None`` where it was left to Keras)."""
     leaves = [a for a in keras.tree.flatten(x) if a is not None]
     if not leaves or not all(hasattr(a, "shape") for a in leaves):
-        return
+        return None
     rows = int(leaves[0].shape[0])
     for what, value in (("y", y), ("sample_weight", sample_weight)):
         for part in [] if value is None else keras.tree.flatten(value):
@@ -74,9 +75,9 @@ def check_arrays(model, x, y, sample_weight=None, name="x") -> None:
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):  # a subclassed or unbuilt model: Keras checks it
-        return
+        return rows
     if len(leaves) != 1 or not inputs or len(inputs) != 1:
-        return
+        return rows
     expected, got = tuple(inputs[0].shape[1:]), tuple(leaves[0].shape[1:])
     if len(expected) != len(got) or any(e not in (None, g) for e, g in zip(expected, got)):
         shown = tuple("?" if e is None else e for e in expected)
@@ -85,6 +86,7 @@ def check_arrays(model, x, y, sample_weight=None, name="x") -> None:
             f"the images, or build the model with input_shape={got}. "
             f"Received: {name}.shape={tuple(leaves[0].shape)}"
         )
+    return rows
 
 
 def dataset_batches(data, batch_size, name) -> Batches:

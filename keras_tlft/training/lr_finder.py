@@ -94,8 +94,9 @@ def lr_find(
     if y is not None:
         from keras_tlft.training.batching import check_arrays
 
-        check_arrays(model, x, y)
-        _warn_few_samples(_count(y), steps, batch_size)
+        rows = check_arrays(model, x, y)
+        if rows is not None:
+            _warn_few_samples(rows, steps, batch_size)
     check_input_range(model, first_inputs(x, batch_size), "lr_find")
     plans = _plans(model, schedule, stages, backbone, blocks)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / max(steps - 1, 1))
@@ -130,15 +131,6 @@ def lr_find(
 # EfficientNet-Lite0 on Fashion-MNIST with Adam, 100 steps of 32: minimum/10 0.13 with 100
 # samples, 32 passes, where fine-tuning at it ended at chance; 0.0095 with 1,000, 3.2 passes).
 MAX_PASSES = 4
-
-
-def _count(y) -> int:
-    """The number of samples in ``y`` (an array, or a dict or list of them, one per output)."""
-    if isinstance(y, dict):
-        y = next(iter(y.values()))
-    elif isinstance(y, (list, tuple)) and y and hasattr(y[0], "shape"):
-        y = y[0]
-    return len(y)
 
 
 def _warn_few_samples(n: int, steps: int, batch_size: int) -> None:
