@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_unfreeze.tiny import data, nested_model  # noqa: E402
+from helpers_unfreeze.tiny import data, nested_model, values  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
 from keras_tlft import presets, recipes  # noqa: E402
@@ -61,6 +62,29 @@ def compiled(lr=1e-2):
     model = nested_model()
     model.compile(keras.optimizers.Adam(lr), "mse")
     return model
+
+
+def test_fine_tune_trains_exactly_as_fit_with_the_default_callback(capsys):
+    x, y = data(32)
+    runs = {}
+    for how in ("fine_tune", "fit"):
+        model = compiled()
+        keras.utils.set_random_seed(1)
+        if how == "fine_tune":
+            history = tlft.fine_tune(model, x, y, epochs=4, batch_size=8, verbose=1)
+        else:
+            history = model.fit(x, y, epochs=4, batch_size=8, verbose=0,
+                                callbacks=[tlft.ProgressiveUnfreeze()])
+        runs[how] = (values(model.weights), history.history["unfreeze_stage"])
+    # One frozen epoch runs in the fit, as the callback's own first stage: no feature pass.
+    assert "fine_tune: frozen epoch 0 in model.fit" in capsys.readouterr().out
+    (tuned, tuned_stages), (fitted, fitted_stages) = runs["fine_tune"], runs["fit"]
+    assert tuned_stages == fitted_stages == [0, 1, 2, 3]
+    assert tuned.keys() == fitted.keys()
+    moved = [k for k in tuned if not np.array_equal(tuned[k], values(nested_model().weights)[k])]
+    assert any(k.startswith("block") for k in moved)  # blocks trained, not the head alone
+    for key in tuned:
+        np.testing.assert_allclose(tuned[key], fitted[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
 def test_fine_tune_auto_learning_rate_is_lr_finds_suggestion(capsys):

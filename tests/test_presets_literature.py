@@ -287,9 +287,9 @@ def run_fine_tune(model, verbose=0, **kwargs):
     return history, start, weights.epochs
 
 
-def test_fine_tune_caches_the_frozen_epoch_then_trains_the_backbone(spied_fit_frozen):
+def test_fine_tune_trains_its_frozen_epoch_in_fit_then_the_backbone(spied_fit_frozen):
     history, start, by_epoch = run_fine_tune(compiled(nested_model()), epochs=3)
-    assert spied_fit_frozen == [1]
+    assert spied_fit_frozen == []  # one frozen epoch: the fit's first stage, no feature pass
     assert history.epoch == [0, 1, 2]
     assert len(history.history["loss"]) == len(history.history["val_mae"]) == 3
     assert not any(moved(start, by_epoch[0]).values())
@@ -298,8 +298,18 @@ def test_fine_tune_caches_the_frozen_epoch_then_trains_the_backbone(spied_fit_fr
     first, second = moved(by_epoch[0], by_epoch[1]), moved(by_epoch[1], by_epoch[2])
     assert first["block3_conv/kernel"] and not first["block2_conv/kernel"]
     assert second["block2_conv/kernel"] and not second["block1_conv/kernel"]
-    assert history.history["unfreeze_stage"] == [None, 1, 2]
+    assert history.history["unfreeze_stage"] == [0, 1, 2]
     assert history.history["backbone_lr"][1:] == pytest.approx([1e-3, 1e-3])
+
+
+def test_fine_tune_caches_two_frozen_epochs_then_trains_the_backbone(spied_fit_frozen):
+    history, start, by_epoch = run_fine_tune(compiled(nested_model()), epochs=3,
+                                             frozen_epochs=2)
+    assert spied_fit_frozen == [2]  # one backbone pass for both frozen epochs
+    assert history.epoch == [0, 1, 2]
+    assert not any(moved(start, by_epoch[1]).values())
+    assert moved(by_epoch[1], by_epoch[2])["block3_conv/kernel"]
+    assert history.history["unfreeze_stage"] == [None, None, 1]
 
 
 def test_fine_tune_runs_the_lp_ft_probe_on_cached_features(spied_fit_frozen):
@@ -320,14 +330,14 @@ def test_fine_tune_trains_frozen_epochs_in_fit_when_caching_is_unsafe(spied_fit_
     noisy = keras.layers.GaussianNoise(0.1)(inputs)  # random before the backbone: no cache
     model = compiled(keras.Model(inputs, inner.get_layer("head")(
         inner.get_layer("backbone")(noisy))))
-    history, start, by_epoch = run_fine_tune(model, epochs=2, verbose=2)
+    history, start, by_epoch = run_fine_tune(model, epochs=3, frozen_epochs=2, verbose=2)
     assert spied_fit_frozen == []
-    assert ("fine_tune: frozen epoch 0 in model.fit, as caching would change the result: "
+    assert ("fine_tune: frozen epochs 0-1 in model.fit, as caching would change the result: "
             "Cannot cache the backbone's features: layers before or inside the backbone draw "
             "random numbers") in " ".join(capsys.readouterr().out.split())
-    assert history.epoch == [0, 1] and history.history["unfreeze_stage"] == [0, 1]
-    assert not any(moved(start, by_epoch[0]).values())
-    assert moved(by_epoch[0], by_epoch[1])["block3_conv/kernel"]
+    assert history.epoch == [0, 1, 2] and history.history["unfreeze_stage"] == [0, 0, 1]
+    assert not any(moved(start, by_epoch[1]).values())
+    assert moved(by_epoch[1], by_epoch[2])["block3_conv/kernel"]
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

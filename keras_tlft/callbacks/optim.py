@@ -24,6 +24,11 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 from keras_tlft import _keras_compat as compat
+from keras_tlft.callbacks.optimizer_state import (
+    count_init_variables,
+    restore_by_name,
+    values_by_name,
+)
 from keras_tlft.schedules.lr_rules import LearningRateRule
 
 __all__ = [
@@ -142,12 +147,12 @@ class StagedOptimizer:
         import keras
 
         inner = self.inner
-        n_init = _count_init_variables(inner)
+        n_init = count_init_variables(inner)
         own = [v for v in inner.variables[n_init:] if any(v is s for s in self.state_variables)]
         built_by_build = [v for v in inner.variables[n_init:] if not any(v is s for s in own)]
         saved = {}
         if keep_state and inner.built and int(keras.ops.convert_to_numpy(inner.iterations)):
-            saved = _values_by_name(built_by_build)
+            saved = values_by_name(built_by_build)
         compat.unbuild(inner, keep=n_init)
         # Tracking stays on in build(): Nadam's build() relies on it to track its product.
         with keras.name_scope(inner.name, caller=inner):
@@ -158,7 +163,7 @@ class StagedOptimizer:
         while outer is not inner:
             compat.set_built_for(outer, wanted)
             outer = outer.inner_optimizer
-        skipped = _restore_by_name(inner.variables[n_init:], saved) if saved else 0
+        skipped = restore_by_name(inner.variables[n_init:], saved) if saved else 0
         if skipped:
             warnings.warn(
                 f"ProgressiveUnfreeze rebuilt optimizer {inner.name!r} for the variables the "
@@ -241,7 +246,8 @@ class StagedOptimizer:
             rule = self.rule_for(variable)
             if rule is not None:
                 learning_rate = self._rule_tensor(rule, learning_rate)
-                gradient = rule.mask(gradient) if hasattr(rule, "mask") else gradient
+                if hasattr(rule, "mask_factor"):
+                    gradient = gradient * self._mask_factor(rule, gradient.dtype)
             return update_step(gradient, variable, learning_rate)
 
         return patched_update_step
@@ -292,14 +298,24 @@ class StagedOptimizer:
         return patched_backend_update_step
 
     def _rule_tensor(self, rule: LearningRateRule, learning_rate):
-        """``rule.tensor``, computed once per rule within one ``_backend_update_step`` call (one
-        step, or one trace of it): every variable of a block shares it."""
+        return self._per_step(("rate", id(rule)), rule,
+                              lambda: rule.tensor(learning_rate, self.inner.iterations))
+
+    def _mask_factor(self, rule, dtype):
+        return self._per_step(("mask", id(rule), str(dtype)), rule,
+                              lambda: rule.mask_factor(dtype))
+
+    def _per_step(self, key: tuple, rule, make):
+        """``make()`` (a rule's learning rate, or its mask factor), computed once per ``key``
+        within one ``_backend_update_step`` call (one step, or one trace of it): every variable
+        of a block shares it, where a copy per variable made the traced step hundreds of ops
+        longer. ``rule`` is held with it, so that its ``id`` stays unique."""
         cache = self._rule_tensors
         if cache is None:
-            return rule.tensor(learning_rate, self.inner.iterations)
-        if id(rule) not in cache:
-            cache[id(rule)] = (rule, rule.tensor(learning_rate, self.inner.iterations))
-        return cache[id(rule)][1]
+            return make()
+        if key not in cache:
+            cache[key] = (rule, make())
+        return cache[key][1]
 
     def _groups(self, variables):
         groups: dict = {}
@@ -349,48 +365,3 @@ class StagedOptimizer:
         new_trainable = [scope.get_current_value(v) for v in variables]
         new_optimizer = [scope.get_current_value(v) for v in inner.variables]
         return new_trainable, new_optimizer
-
-
-def _count_init_variables(optimizer) -> int:
-    """How many of ``optimizer``'s variables its constructor made (they precede those ``build``
-    makes): counted on a fresh twin built from its config."""
-    try:
-        twin = type(optimizer).from_config(optimizer.get_config())
-        return len(twin.variables)
-    except Exception:  # a custom optimizer without a faithful config
-        n = 1
-        lr = compat.learning_rate_variable(optimizer)
-        if lr is not None and any(lr is v for v in optimizer.variables[:2]):
-            n = 2
-        return n
-
-
-def _values_by_name(variables) -> dict:
-    """The variables' current values by name. On JAX they stay device arrays (immutable, so a
-    snapshot) with their sharding: a host copy would gather each one whole, and is impossible
-    for an array that spans other processes' devices (ModelParallel across hosts)."""
-    import keras
-
-    on_jax = keras.backend.backend() == "jax"
-    values: dict = {}
-    for v in variables:
-        value = v.value if on_jax else keras.ops.convert_to_numpy(v.value)
-        values.setdefault(v.name, []).append(value)
-    return values
-
-
-def _restore_by_name(variables, saved: dict) -> int:
-    """Assign saved values to the new variables of the same name (a slot's name embeds its model
-    variable's path; the scope above it differs when a LossScaleOptimizer built it). Returns how
-    many saved values found no unambiguous match."""
-    new_paths: dict = {}
-    for v in variables:
-        new_paths.setdefault(v.name, []).append(v)
-    skipped = 0
-    for path, values in saved.items():
-        targets = new_paths.get(path, [])
-        if len(values) != 1 or len(targets) != 1 or tuple(targets[0].shape) != values[0].shape:
-            skipped += len(values)
-            continue
-        targets[0].assign(values[0])
-    return skipped

@@ -134,11 +134,13 @@ class MaskedRule:
             lr = ops.where(row[2] >= 0.0, lr * ramp, lr)
         return lr
 
-    def mask(self, gradient):
+    def mask_factor(self, dtype):
+        """1 while the group trains (a rate above 0), else 0: its gradients are multiplied by
+        it."""
         from keras import ops
 
         row = self.masks.table[self.group]
-        return gradient * ops.cast(row[0] + row[1] > 0.0, gradient.dtype)
+        return ops.cast(row[0] + row[1] > 0.0, dtype)
 
     def value(self, learning_rate: float, iteration: int) -> float:
         import keras

@@ -25,13 +25,16 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     """Fine-tune a compiled transfer model in one call: frozen epochs, then a schedule.
 
     fastai's ``learn.fine_tune(epochs)``: the head trains alone for ``frozen_epochs`` epochs,
-    then the backbone unfreezes as ``schedule`` says, until epoch ``epochs``. The frozen epochs
-    run through :func:`~keras_tlft.fit_frozen` (the backbone's features computed once, however
-    many epochs) when :func:`~keras_tlft.check_cacheable` finds that safe (no augmentation or
-    dropout before the backbone, a frozen backbone without trainable BatchNorm), and in
-    ``model.fit`` otherwise; the rest runs in ``model.fit(initial_epoch=frozen_epochs)`` with a
-    :class:`~keras_tlft.ProgressiveUnfreeze` callback, so epochs are numbered across the whole
-    run, as the schedule counts them.
+    then the backbone unfreezes as ``schedule`` says, until epoch ``epochs``. Two or more
+    frozen epochs run through :func:`~keras_tlft.fit_frozen` (the backbone's features computed
+    once, however many epochs) when :func:`~keras_tlft.check_cacheable` finds that safe (no
+    augmentation or dropout before the backbone, a frozen backbone without trainable
+    BatchNorm); the rest runs in ``model.fit`` with a :class:`~keras_tlft.ProgressiveUnfreeze`
+    callback, so epochs are numbered across the whole run, as the schedule counts them. A single
+    frozen epoch runs in that same ``fit``, as its first stage: a feature pass costs as much as
+    the epoch it would save, plus a trace of its own, so with the default ``frozen_epochs=1``
+    ``fine_tune(model, x, y, epochs=n)`` trains exactly as
+    ``model.fit(x, y, epochs=n, callbacks=[ProgressiveUnfreeze()])``.
 
     The default schedule is the library's one default (``ProgressiveUnfreeze()``'s and the
     bare ``"gradual"`` preset's, :func:`keras_tlft.presets.default_schedule`): after the
@@ -139,14 +142,16 @@ def fine_tune(model, x=None, y=None, *, epochs: int, frozen_epochs: int | None =
     fit_args = dict(batch_size=batch_size, validation_data=validation_data, verbose=verbose)
     parts = []
     initial_epoch = 0
-    if frozen_epochs:
+    if frozen_epochs == 1:
+        _say(verbose, "fine_tune: frozen epoch 0 in model.fit, the schedule's first stage (one "
+                      "epoch: a feature pass would cost as much as it saves)")
+    elif frozen_epochs:
         try:
             check_cacheable(model, backbone)
             reason = None
         except ValueError as exc:
             reason = str(exc)
-        which = "epoch 0" if frozen_epochs == 1 else f"epochs 0-{frozen_epochs - 1}"
-        _say(verbose, f"fine_tune: frozen {which} " + (
+        _say(verbose, f"fine_tune: frozen epochs 0-{frozen_epochs - 1} " + (
             "on cached backbone features (fit_frozen)" if reason is None else
             f"in model.fit, as caching would change the result: {reason}"))
         if reason is None:
