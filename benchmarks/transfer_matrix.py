@@ -80,8 +80,10 @@ TORCH = {"torch_linear_probe": "linear_probe", "torch_all_affine": "all_affine"}
 RECIPES = (*PRIORITY, "keras_two_fits", "lp_ft", "two_phase", "ulmfit", "layer_decay",
            "fine_tune_0.1", "default_lr_auto", *TORCH)
 # Controls, run only when named: the default with every stage change retraced (the default
-# masks short stages, stage_change="auto"), which separates the mechanism's cost from the recipe.
-CONTROLS = ("default_retrace",)
+# masks short stages, stage_change="auto"), which separates the mechanism's cost from the recipe;
+# and the default's schedule with ulmfit's per-block decay of the rates (1/2.6 a block down) but
+# neither its slanted triangular shape nor its top block at the head's rate.
+CONTROLS = ("default_retrace", "gradual_r0.1_decay")
 # The matrix's cells, in the order they run: (task, labels per class, size).
 MATRIX = (("fmnist", 10, 48), ("fmnist", 100, 48), ("photos", 10, 48), ("fmnist", 1000, 48),
           ("fmnist", 100, 96))
@@ -171,6 +173,7 @@ def run_recipe(recipe: str, task: dict, x, y, size: int, seed: int, args) -> dic
         "two_phase": tlft.two_phase(frozen_epochs=half),
         "gradual_r1": tlft.gradual(backbone_lr_ratio=1),
         "gradual_r0.1": tlft.gradual(backbone_lr_ratio=0.1),
+        "gradual_r0.1_decay": tlft.gradual(backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6),
         "ulmfit": tlft.ulmfit(),
         "layer_decay": tlft.layer_decay(),
     }
