@@ -50,6 +50,10 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=0,
                         help="compute threads (0: the backend's default); 1 gives the steadiest "
                              "figures on a shared machine")
+    parser.add_argument("--no-trace-backbone-once", dest="trace_backbone_once",
+                        action="store_false",
+                        help="the callback with trace_backbone_once=False: every retrace walks "
+                             "the backbone's layers again, as keras-tlft 0.2 did (TensorFlow)")
     parser.add_argument("--no-lr-rules", dest="lr_rules", action="store_false",
                         help="run the callback without per-block learning rates and warm-up, "
                              "to separate their cost from the stage mechanics'")
@@ -172,7 +176,8 @@ def plain_keras(model, base, x, y, batch_size, epochs):
     return result
 
 
-def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True):
+def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True,
+                  trace_backbone_once=True):
     from keras_tlft import ProgressiveUnfreeze
 
     base.trainable = False
@@ -180,7 +185,8 @@ def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True):
     traces = count_traces(model)
     rules = dict(backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6, warmup_steps=steps)
     cb = ProgressiveUnfreeze({0: "none", epochs: "all"}, blocks="mobilenet_v2",
-                             stage_change="retrace", **(rules if lr_rules else {}))
+                             stage_change="retrace", trace_backbone_once=trace_backbone_once,
+                             **(rules if lr_rules else {}))
     timings = {"set_model": [], "on_epoch_begin": [], "on_epoch_end": []}
     for hook in timings:
         original = getattr(cb, hook)
@@ -240,7 +246,7 @@ def main() -> None:
         plains.append(plain_keras(model, base, x, y, args.batch_size, args.epochs_per_stage))
         model.set_weights(start_weights)
         ourses.append(with_callback(model, base, x, y, args.batch_size, args.epochs_per_stage,
-                                    args.steps, args.lr_rules))
+                                    args.steps, args.lr_rules, args.trace_backbone_once))
     plain, ours = best_of(plains), best_of(ourses)
     rules = update_cost(model, args.steps)
     rules["share_of_full_step"] = rules["rules_cost_s"] / plain["full"]["median_step_s"]
@@ -258,6 +264,7 @@ def main() -> None:
         "callback": ours,
         "threads": args.threads or "default",
         "lr_rules": args.lr_rules,
+        "trace_backbone_once": args.trace_backbone_once,
         "overhead": {s: ours[s]["median_step_s"] / plain[s]["median_step_s"] - 1
                      for s in ("frozen", "full")},
         "overhead_cpu": {s: ours[s]["median_step_cpu_s"] / plain[s]["median_step_cpu_s"] - 1
@@ -352,8 +359,9 @@ def print_table(doc: dict, traced: bool) -> None:
           f"{env['backend']} on {env['device']} ({env['cpus']} CPUs, load average "
           f"{doc['load_average'][0]:.1f} -> {doc['load_average'][1]:.1f})")
     rules = "on" if doc["lr_rules"] else "off (--no-lr-rules)"
-    print(f"threads: {doc['threads']}; per-block learning rates and warm-up: {rules}; steady "
-          f"state: the best of {doc['repeats']} interleaved repeats")
+    once = "" if doc.get("trace_backbone_once", True) else "; trace_backbone_once=False"
+    print(f"threads: {doc['threads']}; per-block learning rates and warm-up: {rules}{once}; "
+          f"steady state: the best of {doc['repeats']} interleaved repeats")
     print(f"{'stage':<8}{'plain step ms':>15}{'callback step ms':>18}{'overhead':>10}"
           f"{'CPU ms plain':>14}{'CPU ms callback':>17}{'overhead':>10}")
     for stage in ("frozen", "full"):
@@ -393,6 +401,7 @@ def merge_json(doc: dict) -> None:
     key = doc["environment"]["backend"] + ("" if doc["threads"] == "default"
                                            else f"_threads{doc['threads']}")
     key += "" if doc["lr_rules"] else "_no_lr_rules"
+    key += "" if doc.get("trace_backbone_once", True) else "_each"
     results[key] = doc
     write_json(RESULT, results)
 

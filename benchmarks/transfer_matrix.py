@@ -394,11 +394,13 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--out", help="results file stem in benchmarks/results (default: "
+                                      "transfer_matrix, or transfer_matrix_quick with --quick)")
     parser.add_argument("--markdown", action="store_true",
                         help="print the stored results as Markdown tables and exit (no training)")
     args = parser.parse_args(argv)
     if args.markdown:
-        stem = "transfer_matrix_quick" if args.quick else "transfer_matrix"
+        stem = args.out or ("transfer_matrix_quick" if args.quick else "transfer_matrix")
         print(markdown(read_results(RESULTS / f"{stem}.json")), end="")
         return 0
     recipes = list(PRIORITY) if args.recipes == "priority" else args.recipes.split(",")
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
     if not cells:
         parser.error("no cell selected: --tasks/--labels/--sizes keep none of the matrix's "
                      f"cells {[cell_key(*c) for c in MATRIX]}; use --cells for others")
-    stem = "transfer_matrix_quick" if args.quick else "transfer_matrix"
+    stem = args.out or ("transfer_matrix_quick" if args.quick else "transfer_matrix")
     path, png = RESULTS / f"{stem}.json", RESULTS / f"{stem}.png"
     settings = settings_of(args)
     started, load_start = time.perf_counter(), os.getloadavg()

@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers_unfreeze.tiny import data, nested_model  # noqa: E402
+from helpers_unfreeze.watch import TraceWatch  # noqa: E402
 
 from keras_tlft import ProgressiveUnfreeze  # noqa: E402
 from keras_tlft.callbacks.stage_masks import MASK_MAX_STEPS  # noqa: E402
@@ -26,25 +27,13 @@ needs_tracing = pytest.mark.skipif(BACKEND == "torch",
 SCHEDULE = {0: "none", 1: 1, 2: 2, 3: "all"}
 
 
-class Watch(keras.callbacks.Callback):
+class Watch(TraceWatch):
     """Weights and trainable-weight counts at each epoch end, the trainable-weight counts the
-    steps ran with, and the traces of the train step (TensorFlow and JAX call the Python
-    ``train_step`` once per trace)."""
+    steps ran with, and the traces of the train step."""
 
     def __init__(self):
         super().__init__()
-        self.weights, self.trainable, self.during, self.traces = [], [], set(), 0
-
-    def set_model(self, model):
-        super().set_model(model)
-        if "train_step" not in vars(model):
-            train_step = type(model).train_step
-
-            def counting(*args):
-                self.traces += 1
-                return train_step(model, *args)
-
-            model.train_step = counting
+        self.weights, self.trainable, self.during = [], [], set()
 
     def on_train_batch_begin(self, batch, logs=None):
         self.during.add(len(self.model.trainable_weights))

@@ -3,6 +3,8 @@
 - ``unfreeze``: ProgressiveUnfreeze, the schedule applied inside one ``fit``.
 - ``staging``: what a stage change does to the model, and the records a resumed run reads.
 - ``optim``: the optimizer mechanics (per-variable learning rates, rebuilt across stages).
+- ``stage_masks``: stage changes without a retrace (``stage_change="mask"``).
+- ``traced_forward``: the backbone's forward pass traced once per fit (TensorFlow).
 - ``plateau``: the plateau trigger (when the next stage begins on a plateau).
 - ``fit_checks``: what is checked as a ``fit`` begins.
 - ``early_stopping``: :class:`~keras_tlft.StageEarlyStopping`.

@@ -26,14 +26,16 @@ __all__ = ["MASK_MAX_STEPS", "STAGE_CHANGES", "StageMasks", "last_stage", "maski
 
 STAGE_CHANGES = ("auto", "retrace", "mask")
 # "auto" masks the stages that last at most this many steps, per backend: where the retraces
-# that masking saves outweigh its dearer steps, on a 2-core CPU. TensorFlow: MobileNetV2 96x96
-# with 10 steps a stage trained in 0.76x the time masked (benchmarks/masked_stages.py: a retrace
-# 2.7 s, a masked step up to 63 ms dearer), but EfficientNet-Lite0 48x48 with 32 steps a stage
-# took 1.4x as long (benchmarks/transfer_matrix.py, fmnist:100@48, default against
-# default_retrace): the limit lies between, on the safe side. JAX: a recompile cost 3.2 s but a
-# masked step 0.85 s more (XLA's CPU backward pass of the whole MobileNetV2: 1.2 s against
-# 0.35 s), so masking pays below 4 steps.
-MASK_MAX_STEPS = {"tensorflow": 16, "jax": 3}
+# that masking saves outweigh its dearer steps, on a 2-core CPU. TensorFlow, since a retrace
+# reuses the backbone's traced forward pass (traced_forward.py, about 0.6x the retrace it was):
+# masked fits took, against retraced ones, 0.55x and 0.56x the time at 4 steps a stage, 0.74x at
+# 8 and 1.01x at 16 (EfficientNet-Lite0 48x48, benchmarks/transfer_matrix.py, default against
+# default_retrace), and 1.00x at 4, 1.17x at 7 and 1.29x at 10 (MobileNetV2 96x96,
+# benchmarks/masked_stages.py): 8 keeps the worst of these cells at 1.17x (16 let it reach
+# 1.29x, 4 would give up the 0.74x). JAX: a recompile cost 3.2 s but a masked step 0.85 s more
+# (XLA's CPU backward pass of the whole MobileNetV2: 1.2 s against 0.35 s), so masking pays
+# below 4 steps.
+MASK_MAX_STEPS = {"tensorflow": 8, "jax": 3}
 
 
 class StageMasks:
