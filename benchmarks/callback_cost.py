@@ -54,6 +54,9 @@ def parse_args():
                         action="store_false",
                         help="the callback with trace_backbone_once=False: every retrace walks "
                              "the backbone's layers again, as keras-tlft 0.2 did (TensorFlow)")
+    parser.add_argument("--no-compile-ahead", dest="compile_ahead", action="store_false",
+                        help="the callback with compile_ahead=False: the stage's step compiles "
+                             "at its first step, as keras-tlft 0.2 did (JAX)")
     parser.add_argument("--no-lr-rules", dest="lr_rules", action="store_false",
                         help="run the callback without per-block learning rates and warm-up, "
                              "to separate their cost from the stage mechanics'")
@@ -177,7 +180,7 @@ def plain_keras(model, base, x, y, batch_size, epochs):
 
 
 def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True,
-                  trace_backbone_once=True):
+                  trace_backbone_once=True, compile_ahead=True):
     from keras_tlft import ProgressiveUnfreeze
 
     base.trainable = False
@@ -186,6 +189,7 @@ def with_callback(model, base, x, y, batch_size, epochs, steps, lr_rules=True,
     rules = dict(backbone_lr_ratio=0.1, block_lr_decay=1 / 2.6, warmup_steps=steps)
     cb = ProgressiveUnfreeze({0: "none", epochs: "all"}, blocks="mobilenet_v2",
                              stage_change="retrace", trace_backbone_once=trace_backbone_once,
+                             compile_ahead=compile_ahead,
                              **(rules if lr_rules else {}))
     timings = {"set_model": [], "on_epoch_begin": [], "on_epoch_end": []}
     for hook in timings:
@@ -246,7 +250,8 @@ def main() -> None:
         plains.append(plain_keras(model, base, x, y, args.batch_size, args.epochs_per_stage))
         model.set_weights(start_weights)
         ourses.append(with_callback(model, base, x, y, args.batch_size, args.epochs_per_stage,
-                                    args.steps, args.lr_rules, args.trace_backbone_once))
+                                    args.steps, args.lr_rules, args.trace_backbone_once,
+                                    args.compile_ahead))
     plain, ours = best_of(plains), best_of(ourses)
     rules = update_cost(model, args.steps)
     rules["share_of_full_step"] = rules["rules_cost_s"] / plain["full"]["median_step_s"]
@@ -265,6 +270,7 @@ def main() -> None:
         "threads": args.threads or "default",
         "lr_rules": args.lr_rules,
         "trace_backbone_once": args.trace_backbone_once,
+        "compile_ahead": args.compile_ahead,
         "overhead": {s: ours[s]["median_step_s"] / plain[s]["median_step_s"] - 1
                      for s in ("frozen", "full")},
         "overhead_cpu": {s: ours[s]["median_step_cpu_s"] / plain[s]["median_step_cpu_s"] - 1
@@ -347,7 +353,7 @@ def best_of(runs: list[dict]) -> dict:
     if "stage_change" in best:
         best["stage_change"] = {key: statistics.median(r["stage_change"][key] for r in runs)
                                 for key in runs[0]["stage_change"]}
-        for key in ("set_up_s", "callback_python_per_epoch_s"):
+        for key in ("set_up_s", "callback_python_per_epoch_s", "fit_s"):
             best[key] = statistics.median(r[key] for r in runs)
     best["traces"] = [r["traces"] for r in runs]
     return best
@@ -360,6 +366,7 @@ def print_table(doc: dict, traced: bool) -> None:
           f"{doc['load_average'][0]:.1f} -> {doc['load_average'][1]:.1f})")
     rules = "on" if doc["lr_rules"] else "off (--no-lr-rules)"
     once = "" if doc.get("trace_backbone_once", True) else "; trace_backbone_once=False"
+    once += "" if doc.get("compile_ahead", True) else "; compile_ahead=False"
     print(f"threads: {doc['threads']}; per-block learning rates and warm-up: {rules}{once}; "
           f"steady state: the best of {doc['repeats']} interleaved repeats")
     print(f"{'stage':<8}{'plain step ms':>15}{'callback step ms':>18}{'overhead':>10}"
@@ -382,6 +389,9 @@ def print_table(doc: dict, traced: bool) -> None:
     print(f"stage change           {change['total_s']:.2f} s = callback "
           f"{change['callback_s'] * 1e3:.0f} ms + first step {change['first_step_s']:.2f} s "
           f"- a steady step {change['steady_step_s']:.2f} s")
+    print(f"fit                    {ours['fit_s']:.1f} s with the callback (median repeat); "
+          f"plain Keras's two fits {plain['frozen']['fit_s'] + plain['full']['fit_s']:.1f} s "
+          "(each the fastest repeat)")
     print(f"set-up (set_model)     {ours['set_up_s'] * 1e3:.0f} ms (optimizer built for every "
           f"variable the schedule can unfreeze)")
     print(f"callback per epoch     {ours['callback_python_per_epoch_s'] * 1e3:.1f} ms of Python "
@@ -402,6 +412,7 @@ def merge_json(doc: dict) -> None:
                                            else f"_threads{doc['threads']}")
     key += "" if doc["lr_rules"] else "_no_lr_rules"
     key += "" if doc.get("trace_backbone_once", True) else "_each"
+    key += "" if doc.get("compile_ahead", True) else "_no_ahead"
     results[key] = doc
     write_json(RESULT, results)
 

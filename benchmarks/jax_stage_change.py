@@ -1,7 +1,8 @@
 """Where a stage change's time goes on JAX: tracing, lowering, or XLA's compile.
 
 MobileNetV2 (96x96, ``weights=None``) trains one batch repeated (batch 16) in one ``fit`` with
-``ProgressiveUnfreeze({0: "none", 1: 1, 2: "all"}, stage_change="retrace")``: epoch 0's first
+``ProgressiveUnfreeze({0: "none", 1: 1, 2: "all"}, stage_change="retrace",
+compile_ahead=False)`` (each stage compiled at its first step): epoch 0's first
 step compiles the frozen stage's step, epoch 1's and 2's recompile it for one block and for the
 whole backbone. JAX reports, through ``jax.monitoring``'s duration events, the seconds each first
 step spent tracing the step to a jaxpr (``jaxpr_trace_duration``: Keras's train step run over
@@ -74,7 +75,8 @@ def run(steps: int, batch: int) -> list[dict]:
     model, x, y = mobilenet_and_batch(batch)
     probe = FirstSteps()
     model.fit(repeated_batch(x, y, steps), epochs=len(SCHEDULE), verbose=0,
-              callbacks=[ProgressiveUnfreeze(SCHEDULE, stage_change="retrace"), probe])
+              callbacks=[ProgressiveUnfreeze(SCHEDULE, stage_change="retrace",
+                                                 compile_ahead=False), probe])
     keras.backend.clear_session()
     rows = []
     for epoch, (times, events) in enumerate(zip(probe.times, probe.events)):

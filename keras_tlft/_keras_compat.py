@@ -320,3 +320,36 @@ def wrap_optimizer_methods(optimizer, **wrappers) -> None:
         name = _OPTIMIZER_METHODS[meaning]
         if hasattr(optimizer, name):
             setattr(optimizer, name, wrap(getattr(optimizer, name)))
+
+
+# JAX's fit loop. compile_ahead.py installs a train step compiled ahead of its stage; Keras's JAX
+# trainer has no public hook for that: ``make_train_function`` builds only its own step.
+
+
+def jax_state_layout(model) -> tuple:
+    """The shapes and dtypes of the state Keras's JAX ``fit`` passes its train step, as
+    ``jax.ShapeDtypeStruct`` lists: ``(trainable, non-trainable, optimizer, metrics)`` variables,
+    under the current ``trainable`` flags.
+
+    Why: ``JAXTrainer._get_jax_state`` builds the state in this order, from these four public
+    variable lists; an executable compiled for another layout refuses it before it runs.
+    Public alternative: none. Checked: Keras 3.13.0, 3.15.1, 3.16.0.dev2026102704.
+    """
+    import jax
+
+    def spec(variables):
+        return [jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for v in variables]
+
+    return (spec(model.trainable_variables), spec(model.non_trainable_variables),
+            spec(model.optimizer.variables), spec(model.metrics_variables))
+
+
+def set_jax_train_function(model, function) -> None:
+    """Make ``function(state, iterator)`` the step Keras's JAX ``fit`` calls next.
+
+    Why: the JAX ``fit`` loop calls ``self.train_function(state, iterator)`` at every step (with
+    ``steps_per_execution=1`` each call takes one batch from ``iterator``) and returns
+    ``(logs, state)``; ``make_train_function`` would rebuild Keras's own step instead.
+    Public alternative: none. Checked: Keras 3.13.0, 3.15.1, 3.16.0.dev2026102704.
+    """
+    model.train_function = function

@@ -196,13 +196,17 @@ class StagedOptimizer:
     def set_rules(self, rules: Iterable[tuple[Iterable, LearningRateRule]]) -> None:
         """Set the learning-rate rule of each variable; unlisted variables train at the
         optimizer's own learning rate. Takes effect at the next :func:`retrace`."""
+        self.rules = self.rule_table(rules)
+
+    def rule_table(self, rules: Iterable[tuple[Iterable, LearningRateRule]]) -> dict:
+        """What :meth:`set_rules` sets: each variable's key to its rule (identities left out)."""
         table = {}
         for variables, rule in rules:
             if rule.is_identity:
                 continue
             for v in variables:
                 table[compat.var_key(self.inner, v)] = rule
-        self.rules = table
+        return table
 
     def rule_for(self, variable) -> LearningRateRule | None:
         if self.masks is not None and self.masks.covers(variable):

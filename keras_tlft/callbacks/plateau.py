@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from keras_tlft.callbacks.staging import NO_BEST, Stager
+from keras_tlft.callbacks.stage_records import NO_BEST
+from keras_tlft.callbacks.staging import Stager
 from keras_tlft.schedules.schedule import Schedule
 
 __all__ = ["PlateauTrigger"]

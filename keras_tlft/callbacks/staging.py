@@ -1,10 +1,8 @@
 """The mechanics of a :class:`~keras_tlft.ProgressiveUnfreeze` run, apart from its policy.
 
 :class:`Stager` does what a stage change does to a model (trainable flags, each block's learning
-rate, one retrace) on top of :class:`~keras_tlft.optim.StagedOptimizer`; :class:`StageRecords`
-keeps what the run has done so far in optimizer variables, so that ``BackupAndRestore`` and
-checkpoints restore it and a restarted run resumes in the same stage, with the same warm-up and
-the same plateau counters.
+rate, one retrace) on top of :class:`~keras_tlft.optim.StagedOptimizer`, keeping what the run
+has done so far in :class:`~keras_tlft.callbacks.stage_records.StageRecords`.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import numpy as np
 from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks.optim import StagedOptimizer, innermost_optimizer, retrace
 from keras_tlft.callbacks.stage_masks import StageMasks
+from keras_tlft.callbacks.stage_records import StageRecords
 from keras_tlft.model.blocks import apply_unfreeze, count_weights, trainable_flags_restored
 from keras_tlft.model.discovery import Backbone, describe_source
 from keras_tlft.schedules.plan import (
@@ -27,100 +26,9 @@ from keras_tlft.schedules.plan import (
     stage_error,
     stage_lr_shape,
 )
-from keras_tlft.schedules.schedule import MAX_STAGES, Schedule
-
-# The plateau state (best, wait) before a stage's first observation. Not NaN: in a JAX
-# multi-process run, a host value assigned must be equal on every process (NaN != NaN).
-NO_BEST = (0.0, -1.0)
+from keras_tlft.schedules.schedule import Schedule
 
 __all__ = ["StageRecords", "Stager"]
-
-
-class StageRecords:
-    """For each stage, the epoch and the optimizer iteration it began at (``-1``: not begun),
-    the schedule's fingerprint, and a plateau schedule's best value and wait: optimizer
-    variables, saved and restored with the optimizer."""
-
-    def __init__(self, staged: StagedOptimizer):
-        self.staged = staged
-        self.epochs = staged.state_variable("tlft_stage_epochs", (MAX_STAGES + 1,), "int32", -1)
-        self.iterations = staged.state_variable("tlft_stage_iterations", (MAX_STAGES,), "int32",
-                                                -1)
-        self.plateau = staged.state_variable("tlft_plateau", (2,), "float32", 0.0)
-        # 1 while a fit runs its epochs: saved so in a mid-epoch backup, cleared by set_model.
-        self.running = staged.state_variable("tlft_running", (1,), "int32", 0)
-
-    def read(self):
-        """``(epochs, iterations)`` as numpy arrays; ``epochs[0]`` is the fingerprint."""
-        epochs = keras.ops.convert_to_numpy(self.epochs).astype(int)
-        iterations = keras.ops.convert_to_numpy(self.iterations).astype(int)
-        return epochs, iterations
-
-    def write(self, epochs, iterations) -> None:
-        self.epochs.assign(np.asarray(epochs, dtype="int32"))
-        self.iterations.assign(np.asarray(iterations, dtype="int32"))
-
-    def iteration(self) -> int:
-        """The optimizer's iteration count now."""
-        return int(keras.ops.convert_to_numpy(self.staged.inner.iterations))
-
-    def set_running(self, running: bool) -> None:
-        self.running.assign(np.array([int(running)], dtype="int32"))
-
-    def reconcile(self, epoch: int, schedule: Schedule) -> None:
-        """On the first epoch of a ``fit``: a run resumed at ``epoch`` keeps the records of the
-        stages begun up to it; a new run (epoch 0, or another schedule) starts afresh.
-
-        At epoch 0, a run is resumed only when ``BackupAndRestore`` loaded a mid-epoch backup
-        (``save_freq=N``) after :meth:`set_running` cleared the flag: its stage 0 keeps the
-        iteration it began at, so its warm-up goes on rather than starting over."""
-        epochs, iterations = self.read()
-        fingerprint = schedule.fingerprint()
-        restored = int(keras.ops.convert_to_numpy(self.running)[0]) == 1
-        self.set_running(True)
-        if (epoch == 0 and not restored) or epochs[0] != fingerprint:
-            epochs[:] = -1
-            iterations[:] = -1
-            epochs[0] = fingerprint
-            self.set_plateau(*NO_BEST)
-        later = epochs[1:] > epoch
-        epochs[1:][later] = -1
-        iterations[later] = -1
-        if schedule.trigger == "plateau" and epochs[1] == -1:
-            epochs[1] = epoch
-        self.write(epochs, iterations)
-
-    def begun_by(self, epoch: int, n_stages: int) -> int:
-        """The last stage (of a plateau schedule) begun at or before ``epoch``."""
-        epochs, _ = self.read()
-        begun = [i for i in range(n_stages) if 0 <= epochs[1 + i] <= epoch]
-        return max(begun) if begun else 0
-
-    def begin(self, index: int, epoch: int) -> bool:
-        """Record that stage ``index`` begins now, unless it had begun; whether it is new."""
-        epochs, iterations = self.read()
-        if iterations[index] >= 0:
-            return False
-        epochs[1 + index] = epoch
-        iterations[index] = self.iteration()
-        self.write(epochs, iterations)
-        return True
-
-    def schedule_next(self, index: int, epoch: int) -> None:
-        """Stage ``index`` (of a plateau schedule) begins at ``epoch``."""
-        epochs, iterations = self.read()
-        epochs[1 + index] = epoch
-        self.write(epochs, iterations)
-
-    def plateau_state(self) -> tuple[float, float]:
-        """``(best, wait)`` of the monitored metric: the best of the current stage (or of the
-        run, with ``best_scope="run"``) and the epochs since the stage's last improvement;
-        ``wait < 0`` before any value in scope."""
-        best, wait = (float(x) for x in keras.ops.convert_to_numpy(self.plateau))
-        return best, wait
-
-    def set_plateau(self, best: float, wait: float) -> None:
-        self.plateau.assign(np.array([best, wait], dtype="float32"))
 
 
 class Stager:
@@ -155,6 +63,7 @@ class Stager:
         self.staged.build(union)
         self.records = StageRecords(self.staged)
         self.masks = self.staged.masks = StageMasks(self.staged, len(backbone.blocks))
+        self.ahead = None  # a CompileAhead (compile_ahead.py) while a fit uses one
         self._stage_blocks: dict[int, set[int]] = {}
         # The stage in force (set by enter).
         self.index: int | None = None
@@ -255,7 +164,9 @@ class Stager:
         self.unfrozen_blocks = sorted({int(self.block_of[i]) for i in unfrozen})
         self._set_learning_rates(index)
         self.trainable_params = count_weights(self.model.trainable_weights)
-        if not self.masks.enter(self):  # a masked run's later stages need no retrace
+        # A masked run's later stages need no retrace; with compile_ahead (JAX) the stage's
+        # step may have been compiled while the last stage trained.
+        if not self.masks.enter(self) and not (self.ahead and self.ahead.enter(index, epoch)):
             retrace(self.model)
         return len(unfrozen)
 
@@ -278,8 +189,15 @@ class Stager:
         return value if value >= 0 else None
 
     def _set_learning_rates(self, index: int) -> None:
-        bb = self.backbone
         epochs, iterations = self.records.read()
+        self.head_rule, self.block_rules, rules = self.rules_of(index, epochs, iterations)
+        self.staged.set_rules(rules)
+
+    def rules_of(self, index: int, epochs, iterations) -> tuple:
+        """``(head_rule, block_rules, rules)`` of stage ``index`` given the stage records
+        ``(epochs, iterations)``, under that stage's flags (``rules``: for
+        :meth:`StagedOptimizer.set_rules`)."""
+        bb = self.backbone
         head_rule, block_rules = learning_rate_rules(self.schedule, self.stages[index],
                                                      len(bb.blocks))
         shape = None
@@ -294,19 +212,18 @@ class Stager:
                 backbone_ids.add(id(v))
                 per_block.setdefault(int(self.block_of[i]), []).append(v)
         warmup = self.schedule.warmup_steps
-        self.block_rules = {}
+        rules_of_blocks = {}
         rules = []
         for b, variables in per_block.items():
             rule = replace(block_rules[b], shape=shape)
             if warmup:
                 rule = replace(rule, warmup_steps=warmup,
                                warmup_start=self._run_start(index, b, iterations))
-            self.block_rules[b] = rule
+            rules_of_blocks[b] = rule
             rules.append((variables, rule))
         head = [v for v in self.model.trainable_weights if id(v) not in backbone_ids]
         rules.append((head, head_rule))
-        self.head_rule = head_rule
-        self.staged.set_rules(rules)
+        return head_rule, rules_of_blocks, rules
 
     def learning_rates(self, iteration: int | None) -> dict:
         """The head's and the top and lowest unfrozen blocks' learning rates at ``iteration``

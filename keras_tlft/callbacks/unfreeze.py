@@ -17,6 +17,7 @@ import keras
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks import fit_checks
+from keras_tlft.callbacks.compile_ahead import CompileAhead, why_not_ahead
 from keras_tlft.callbacks.optim import StagedOptimizer
 from keras_tlft.callbacks.plateau import PlateauTrigger
 from keras_tlft.callbacks.stage_masks import (
@@ -138,6 +139,12 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             a stage change and trains bit for bit alike (`keras_tlft.callbacks.traced_forward`
             says where it applies; `callback.traced_forward` says whether it did, or why
             not). `False`: every retrace walks the backbone's layers again, as in 0.2.
+        compile_ahead: `True` (the default): on JAX, the next stage's train step is traced
+            as soon as a stage's first step is dispatched and compiled by XLA in a background
+            thread while the stage trains, so that the stage change installs it instead of
+            recompiling (`keras_tlft.callbacks.compile_ahead` says where it applies;
+            `callback.compiled_ahead` says whether it did, or why not). `False`: each stage
+            compiles at its first step, as in 0.2.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
             old spelling of `bn="train"`), `reset_optimizer_state`, `trigger`, `monitor`,
@@ -168,7 +175,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
 
     def __init__(self, schedule=None, backbone=None, blocks=None, verbose=0, resume_from=None,
                  allow_empty_stages=False, log_details=False, stage_change="auto",
-                 trace_backbone_once=True, **options):
+                 trace_backbone_once=True, compile_ahead=True, **options):
         super().__init__()
         if schedule is None:
             schedule = default_schedule()
@@ -201,9 +208,15 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             raise TypeError("trace_backbone_once must be True or False. "
                             f"Received: trace_backbone_once={trace_backbone_once!r}")
         self.trace_backbone_once = trace_backbone_once
+        if not isinstance(compile_ahead, bool):
+            raise TypeError("compile_ahead must be True or False. "
+                            f"Received: compile_ahead={compile_ahead!r}")
+        self.compile_ahead = compile_ahead
         self.masking: tuple[bool, str] | None = None  # this fit's choice and why (on_train_begin)
         self.traced_forward: tuple[bool, str] | None = None  # likewise (traced_forward.py)
         self._forward: TracedForward | None = None
+        self.compiled_ahead: tuple[bool, str] | None = None  # likewise (compile_ahead.py)
+        self._ahead: CompileAhead | None = None
         self.history: dict[str, list] = {}  # the last fit's values per epoch, with "epoch"
         self._resumed = False
         self._seen = None  # the model of the last fit: recompiled, it is no loaded model
@@ -288,6 +301,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         else:
             self._stager.masks.deactivate()
         self._trace_forward_once()
+        self._compile_ahead(start)
         if self.verbose:
             compat.print_msg(f"ProgressiveUnfreeze: stage changes "
                              f"{'by masking' if start is not None else 'retrace'}: {why}")
@@ -295,6 +309,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             compat.print_msg("ProgressiveUnfreeze: the backbone's forward pass is traced once"
                              if traced else f"ProgressiveUnfreeze: the backbone's forward pass "
                              f"is traced at each retrace: {reason}")
+            ahead, reason = self.compiled_ahead
+            compat.print_msg("ProgressiveUnfreeze: each stage's train step compiles " + (
+                "while the stage before it trains" if ahead else f"at its first step: {reason}"))
         self._fit = _Fit(PlateauTrigger(self.schedule, self._stager, self.model)
                          if self.schedule.trigger == "plateau" else None)
 
@@ -305,6 +322,22 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         if reason is None:
             self._forward = TracedForward(self._stager.backbone.container)
         self.traced_forward = (reason is None, reason or "a nested backbone on TensorFlow")
+
+    def _compile_ahead(self, masked_from) -> None:
+        self._close_ahead()
+        self._ahead = None
+        reason = ("compile_ahead=False" if not self.compile_ahead
+                  else why_not_ahead(self.model, self.schedule))
+        if reason is None:
+            self._ahead = CompileAhead(self._stager, self.params, masked_from)
+        self._stager.ahead = self._ahead
+        self.compiled_ahead = (reason is None, reason or "JAX, an epoch schedule")
+
+    def _close_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+        if self._stager is not None:
+            self._stager.ahead = None
 
     def _untrace_forward(self) -> None:
         if self._forward is not None:
@@ -345,6 +378,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         self._stager.masks.show_exact(self._stager)
         self._stager.masks.deactivate()
         self._untrace_forward()
+        self._close_ahead()
         self._fit = None
 
     def get_config(self) -> dict:
@@ -358,6 +392,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             "log_details": self.log_details,
             "stage_change": self.stage_change,
             "trace_backbone_once": self.trace_backbone_once,
+            "compile_ahead": self.compile_ahead,
         }
 
     @classmethod

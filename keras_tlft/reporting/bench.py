@@ -327,8 +327,10 @@ def _bench_training(model, x, y, train, partial, steps, warmup, jit, report, on_
                   jit_compile=jit)
     data = repeated_batch(x, y, warmup + steps)
     # Each phase's own step and the retrace a change forces (masking would give every phase
-    # the last one's step: stage_change="auto" masks stages as short as a bench's).
-    cbs = timer.callbacks(progressive_unfreeze(schedule, stage_change="retrace")) + [Count()]
+    # the last one's step: stage_change="auto" masks stages as short as a bench's; on JAX,
+    # compiling the next phase ahead would run beside this phase's timed steps).
+    cbs = timer.callbacks(progressive_unfreeze(schedule, stage_change="retrace",
+                                               compile_ahead=False)) + [Count()]
     try:
         model.fit(data, epochs=len(train), callbacks=cbs, verbose=0)
     finally:
