@@ -1,10 +1,12 @@
 """Callbacks: :class:`~keras_tlft.ProgressiveUnfreeze` (the policy) and its mechanics.
 
 - ``unfreeze``: ProgressiveUnfreeze, the schedule applied inside one ``fit``.
-- ``staging``: what a stage change does to the model, and the records a resumed run reads.
+- ``staging``: what a stage change does to the model.
+- ``stage_records``: what a run has done so far, the records a resumed run reads.
 - ``optim``: the optimizer mechanics (per-variable learning rates, rebuilt across stages).
 - ``stage_masks``: stage changes without a retrace (``stage_change="mask"``).
 - ``traced_forward``: the backbone's forward pass traced once per fit (TensorFlow).
+- ``compile_ahead``: the next stage's step compiled while a stage trains (JAX).
 - ``plateau``: the plateau trigger (when the next stage begins on a plateau).
 - ``fit_checks``: what is checked as a ``fit`` begins.
 - ``early_stopping``: :class:`~keras_tlft.StageEarlyStopping`.

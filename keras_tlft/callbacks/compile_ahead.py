@@ -102,8 +102,6 @@ class CompileAhead:
     def _plan(self, index: int, epoch: int) -> _Plan | None:
         """The plan for stage ``index`` (``None``: not compiled ahead), made while the model's
         variables hold their values (``on_epoch_begin``)."""
-        from keras_tlft.model.blocks import trainable_flags_restored
-
         stager = self.stager
         if index >= len(stager.stages) or (self.masked_from is not None
                                            and index >= self.masked_from):
@@ -115,9 +113,7 @@ class CompileAhead:
         epochs[1 + index] = begins
         iterations[index] = (stager.records.iteration() + (begins - epoch) * self.steps
                              if self.steps else -1)
-        bb = stager.backbone
-        with trainable_flags_restored(bb.layers, bb.container):
-            stager.apply(index)
+        with stager.flags_of(index):
             _, _, rules = stager.rules_of(index, epochs, iterations)
             table = stager.staged.rule_table(rules)
         return _Plan(index, table)
@@ -144,14 +140,11 @@ class CompileAhead:
         for the moment, then put back); ``None`` if that fails (the stage retraces)."""
         import jax
 
-        from keras_tlft.model.blocks import trainable_flags_restored
-
         stager = self.stager
-        staged, bb = stager.staged, stager.backbone
+        staged = stager.staged
         rules = staged.rules
         try:
-            with trainable_flags_restored(bb.layers, bb.container):
-                stager.apply(plan.index)
+            with stager.flags_of(plan.index):
                 staged.rules = plan.table
                 state = compat.jax_state_layout(self.model)
                 return jax.jit(self.model.train_step, donate_argnums=0).lower(state, batch)

@@ -182,11 +182,8 @@ def last_stage(stager, params) -> int:
 
 def union_groups(stager, last: int) -> list[list]:
     """The head's trainable variables, then each block's, under stage ``last``'s flags."""
-    from keras_tlft.model.blocks import trainable_flags_restored
-
     bb, model = stager.backbone, stager.model
-    with trainable_flags_restored(bb.layers, bb.container):
-        stager.apply(last)
+    with stager.flags_of(last):
         blocks: list[list] = [[] for _ in bb.blocks]
         for i, layer in enumerate(bb.layers):
             blocks[int(stager.block_of[i])].extend(layer.trainable_weights)

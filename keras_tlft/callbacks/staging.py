@@ -7,6 +7,7 @@ has done so far in :class:`~keras_tlft.callbacks.stage_records.StageRecords`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import replace
 
@@ -79,6 +80,14 @@ class Stager:
         bb = self.backbone
         return apply_unfreeze(bb.layers, bb.blocks, self.stages[index].unfreeze,
                               self.schedule.bn, bb.container)
+
+    @contextlib.contextmanager
+    def flags_of(self, index: int):
+        """Stage ``index``'s trainable flags inside the ``with`` block (it yields the unfrozen
+        layer indices), and the flags as they were after it."""
+        bb = self.backbone
+        with trainable_flags_restored(bb.layers, bb.container):
+            yield self.apply(index)
 
     def union_variables(self) -> list:
         """Every variable some stage trains, in the model's order (so that a resumed run builds
@@ -173,10 +182,8 @@ class Stager:
     def blocks_of_stage(self, index: int) -> set[int]:
         """The blocks stage ``index`` trains (the flags are put back)."""
         if index not in self._stage_blocks:
-            bb = self.backbone
-            with trainable_flags_restored(bb.layers, bb.container):
-                unfrozen = self.apply(index)
-            self._stage_blocks[index] = {int(self.block_of[i]) for i in unfrozen}
+            with self.flags_of(index) as unfrozen:
+                self._stage_blocks[index] = {int(self.block_of[i]) for i in unfrozen}
         return self._stage_blocks[index]
 
     def _run_start(self, index: int, block: int, iterations) -> int | None:

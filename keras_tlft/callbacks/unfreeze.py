@@ -63,6 +63,14 @@ def record_in_history(model, values: dict) -> None:
             history.history.setdefault(key, []).append(value)
 
 
+def _true_or_false(name: str, value, error=ValueError) -> bool:
+    """``value`` when it is a bool; else ``error`` naming the argument (the older arguments
+    raise ``ValueError``, kept for their callers)."""
+    if not isinstance(value, bool):
+        raise error(f"{name} must be True or False. Received: {name}={value!r}")
+    return value
+
+
 @dataclass
 class _Fit:
     """The state of one ``fit`` call, created by ``on_train_begin``."""
@@ -192,26 +200,15 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             raise ValueError("resume_from must be None or the path of the .keras file the "
                              f"model was loaded from. Received: resume_from={resume_from!r}")
         self.resume_from = None if resume_from is None else str(resume_from)
-        if not isinstance(allow_empty_stages, bool):
-            raise ValueError("allow_empty_stages must be True or False. "
-                             f"Received: allow_empty_stages={allow_empty_stages!r}")
-        self.allow_empty_stages = allow_empty_stages
-        if not isinstance(log_details, bool):
-            raise ValueError("log_details must be True or False. "
-                             f"Received: log_details={log_details!r}")
-        self.log_details = log_details
+        self.allow_empty_stages = _true_or_false("allow_empty_stages", allow_empty_stages)
+        self.log_details = _true_or_false("log_details", log_details)
         if not isinstance(stage_change, str) or stage_change not in STAGE_CHANGES:
             raise ValueError("stage_change must be 'auto', 'retrace' or 'mask'. "
                              f"Received: stage_change={stage_change!r}")
         self.stage_change = stage_change
-        if not isinstance(trace_backbone_once, bool):
-            raise TypeError("trace_backbone_once must be True or False. "
-                            f"Received: trace_backbone_once={trace_backbone_once!r}")
-        self.trace_backbone_once = trace_backbone_once
-        if not isinstance(compile_ahead, bool):
-            raise TypeError("compile_ahead must be True or False. "
-                            f"Received: compile_ahead={compile_ahead!r}")
-        self.compile_ahead = compile_ahead
+        self.trace_backbone_once = _true_or_false("trace_backbone_once", trace_backbone_once,
+                                                  TypeError)
+        self.compile_ahead = _true_or_false("compile_ahead", compile_ahead, TypeError)
         self.masking: tuple[bool, str] | None = None  # this fit's choice and why (on_train_begin)
         self.traced_forward: tuple[bool, str] | None = None  # likewise (traced_forward.py)
         self._forward: TracedForward | None = None
