@@ -353,3 +353,15 @@ def set_jax_train_function(model, function) -> None:
     Public alternative: none. Checked: Keras 3.13.0, 3.15.1, 3.16.0.dev2026102704.
     """
     model.train_function = function
+
+
+def set_tf_train_function(model, function) -> None:
+    """Make ``function(iterator)`` the step Keras's TensorFlow ``fit`` calls next.
+
+    Why: the TensorFlow ``fit`` loop calls ``self.train_function(iterator)`` at every step (with
+    ``steps_per_execution=1`` each call takes one batch from ``iterator``, and a
+    ``StopIteration`` or ``OutOfRangeError`` ends the epoch) and logs what it returns;
+    ``make_train_function`` would rebuild Keras's own step instead.
+    Public alternative: none. Checked: Keras 3.13.0, 3.15.1, 3.16.0.dev2026102704.
+    """
+    model.train_function = function

@@ -6,7 +6,8 @@
 - ``optim``: the optimizer mechanics (per-variable learning rates, rebuilt across stages).
 - ``stage_masks``: stage changes without a retrace (``stage_change="mask"``).
 - ``traced_forward``: the backbone's forward pass traced once per fit (TensorFlow).
-- ``compile_ahead``: the next stage's step compiled while a stage trains (JAX).
+- ``compile_ahead``: the next stage's step prepared while a stage trains (when, and the plan);
+  ``compile_ahead_jax`` and ``compile_ahead_tf``: each backend's part.
 - ``plateau``: the plateau trigger (when the next stage begins on a plateau).
 - ``fit_checks``: what is checked as a ``fit`` begins.
 - ``early_stopping``: :class:`~keras_tlft.StageEarlyStopping`.

@@ -17,7 +17,7 @@ import keras
 
 from keras_tlft import _keras_compat as compat
 from keras_tlft.callbacks import fit_checks
-from keras_tlft.callbacks.compile_ahead import CompileAhead, why_not_ahead
+from keras_tlft.callbacks.compile_ahead import NAMES, CompileAhead, compile_ahead, why_not_ahead
 from keras_tlft.callbacks.optim import StagedOptimizer
 from keras_tlft.callbacks.plateau import PlateauTrigger
 from keras_tlft.callbacks.stage_masks import (
@@ -147,12 +147,12 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             a stage change and trains bit for bit alike (`keras_tlft.callbacks.traced_forward`
             says where it applies; `callback.traced_forward` says whether it did, or why
             not). `False`: every retrace walks the backbone's layers again, as in 0.2.
-        compile_ahead: `True` (the default): on JAX, the next stage's train step is traced
-            as soon as a stage's first step is dispatched and compiled by XLA in a background
-            thread while the stage trains, so that the stage change installs it instead of
-            recompiling (`keras_tlft.callbacks.compile_ahead` says where it applies;
-            `callback.compiled_ahead` says whether it did, or why not). `False`: each stage
-            compiles at its first step, as in 0.2.
+        compile_ahead: `True` (the default): on JAX and TensorFlow, the next stage's train
+            step is traced once a stage's first step has begun, and compiled (XLA) or
+            instantiated (TensorFlow) in a background thread while the stage trains, so that
+            the stage change installs it instead of retracing (`keras_tlft.callbacks.
+            compile_ahead` says where it applies; `callback.compiled_ahead` says whether it
+            did, or why not). `False`: each stage is traced at its first step, as in 0.2.
         **options: any `Schedule` field, overriding the schedule's: `backbone_lr`,
             `backbone_lr_ratio`, `block_lr_decay`, `warmup_steps`, `bn` (`train_bn=True`: the
             old spelling of `bn="train"`), `reset_optimizer_state`, `trigger`, `monitor`,
@@ -326,9 +326,10 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         reason = ("compile_ahead=False" if not self.compile_ahead
                   else why_not_ahead(self.model, self.schedule))
         if reason is None:
-            self._ahead = CompileAhead(self._stager, self.params, masked_from)
+            self._ahead = compile_ahead(self._stager, self.params, masked_from)
         self._stager.ahead = self._ahead
-        self.compiled_ahead = (reason is None, reason or "JAX, an epoch schedule")
+        self.compiled_ahead = (reason is None, reason or f"{NAMES.get(keras.backend.backend())}, "
+                               "an epoch schedule")
 
     def _close_ahead(self) -> None:
         if self._ahead is not None:
