@@ -18,8 +18,8 @@ interleaved, ``--repeats`` times, in one process:
   ``"gradual:every=1"`` over 6 epochs of 8 steps.
 
 Prints per cell the fit times and their ratio (ahead / not), the same from ``on_train_begin`` to
-``on_train_end`` (on TensorFlow, ``fit`` takes up to about 4 s more after the last epoch, in
-either mode, to shut the ``PyDataset``'s feeding down), each stage change (its first step
+``on_train_end`` (the part the callback can change: with a ``PyDataset`` on TensorFlow, ``fit``
+took about 4 s more after the last epoch in either mode), each stage change (its first step
 less the stage's median step) and the median step of each stage (every step but each stage's
 first, so that steps slowed by a background compile count). Batch 16, the same batch repeated
 (on JAX as a ``PyDataset``; on TensorFlow as arrays, since there the ``PyDataset``'s feeding
