@@ -57,6 +57,10 @@ def parse_args():
     parser.add_argument("--no-compile-ahead", dest="compile_ahead", action="store_false",
                         help="the callback with compile_ahead=False: the stage's step compiles "
                              "at its first step, as keras-tlft 0.2 did (JAX)")
+    parser.add_argument("--no-fused-adam", dest="fused_adam", action="store_false",
+                        help="the callback with Keras's own Adam update (about 15 ops a "
+                             "variable) instead of one ResourceApplyAdam op a variable "
+                             "(TensorFlow), as keras-tlft 0.2 did")
     parser.add_argument("--no-lr-rules", dest="lr_rules", action="store_false",
                         help="run the callback without per-block learning rates and warm-up, "
                              "to separate their cost from the stage mechanics'")
@@ -237,6 +241,11 @@ def main() -> None:
     import numpy as np
     from _common import environment
 
+    if not args.fused_adam:
+        from keras_tlft.callbacks import optim
+
+        optim.fused_adam = lambda optimizer, per_step: None
+
     load_before = os.getloadavg()[0]
     keras.utils.set_random_seed(0)
     model, base = build(args.image_size)
@@ -273,6 +282,7 @@ def main() -> None:
         "lr_rules": args.lr_rules,
         "trace_backbone_once": args.trace_backbone_once,
         "compile_ahead": args.compile_ahead,
+        "fused_adam": args.fused_adam,
         "overhead": {s: ours[s]["median_step_s"] / plain[s]["median_step_s"] - 1
                      for s in ("frozen", "full")},
         "overhead_cpu": {s: ours[s]["median_step_cpu_s"] / plain[s]["median_step_cpu_s"] - 1
@@ -369,6 +379,7 @@ def print_table(doc: dict, traced: bool) -> None:
     rules = "on" if doc["lr_rules"] else "off (--no-lr-rules)"
     once = "" if doc.get("trace_backbone_once", True) else "; trace_backbone_once=False"
     once += "" if doc.get("compile_ahead", True) else "; compile_ahead=False"
+    once += "" if doc.get("fused_adam", True) else "; Keras's own Adam update"
     print(f"threads: {doc['threads']}; per-block learning rates and warm-up: {rules}{once}; "
           f"steady state: the best of {doc['repeats']} interleaved repeats")
     print(f"{'stage':<8}{'plain step ms':>15}{'callback step ms':>18}{'overhead':>10}"
@@ -418,6 +429,7 @@ def merge_json(doc: dict) -> None:
     key += "" if doc["lr_rules"] else "_no_lr_rules"
     key += "" if doc.get("trace_backbone_once", True) else "_each"
     key += "" if doc.get("compile_ahead", True) else "_no_ahead"
+    key += "" if doc.get("fused_adam", True) else "_keras_adam"
     results[key] = doc
     write_json(RESULT, results)
 

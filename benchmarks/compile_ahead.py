@@ -15,7 +15,11 @@ interleaved, ``--repeats`` times, in one process:
 - ``gradual``: ``{0: "none", 1: 1, 2: 3, 3: 6, 4: "all"}``, 6 steps an epoch, 5 epochs: four
   changes, one epoch each;
 - ``gradual_lite0`` (not with ``--quick``): EfficientNet-Lite0 64x64 (``weights=None``),
-  ``"gradual:every=1"`` over 6 epochs of 8 steps.
+  ``"gradual:every=1"`` over 6 epochs of 8 steps;
+- only when named with ``--cells``, longer stages: ``two_phase_mid`` (12 steps an epoch: 24
+  frozen steps), ``two_phase_lite0`` (EfficientNet-Lite0 64x64, 40 frozen steps) and
+  ``gradual_long`` (``{0: "none", 2: 1, 4: 3, 6: "all"}``, 20 steps an epoch, 8 epochs: three
+  changes after 40 steps each).
 
 Prints per cell the fit times and their ratio (ahead / not), the same from ``on_train_begin`` to
 ``on_train_end`` (the part the callback can change: with a ``PyDataset`` on TensorFlow, ``fit``
@@ -28,12 +32,14 @@ added up to 4 s to the first step of random epochs, in either mode).
     KERAS_BACKEND=jax python benchmarks/compile_ahead.py [--quick] [--repeats 2]
     KERAS_BACKEND=tensorflow python benchmarks/compile_ahead.py --threads 1 [--quick]
     KERAS_BACKEND=tensorflow python benchmarks/compile_ahead.py --force   # every core busy
+    KERAS_BACKEND=tensorflow python benchmarks/compile_ahead.py --force --repeats 3 \
+        --cells two_phase_mid two_phase_lite0 gradual_long --out-suffix _longer_stages
 
 On TensorFlow the callback prepares ahead only with a core to spare (``--threads 1`` on this
 2-core machine leaves one); ``--force`` measures it where it would not.
 
 Writes ``benchmarks/results/compile_ahead.json`` (JAX), ``compile_ahead_tensorflow.json`` or
-``compile_ahead_tensorflow_threads1.json``.
+``compile_ahead_tensorflow_threads1.json`` (``--out-suffix`` appended to the name).
 """
 
 from __future__ import annotations
@@ -63,7 +69,13 @@ CELLS = {
     "two_phase_long": ("mobilenet_v2", 96, {0: "none", 2: "all"}, 20, 4),
     "gradual": ("mobilenet_v2", 96, {0: "none", 1: 1, 2: 3, 3: 6, 4: "all"}, 6, 5),
     "gradual_lite0": ("efficientnet_lite0", 64, "gradual:every=1", 8, 6),
+    # Longer stages, run only when named (--cells): is there a stage length from which
+    # TensorFlow on every core gains (--force)?
+    "two_phase_mid": ("mobilenet_v2", 96, {0: "none", 2: "all"}, 12, 4),
+    "two_phase_lite0": ("efficientnet_lite0", 64, {0: "none", 2: "all"}, 20, 4),
+    "gradual_long": ("mobilenet_v2", 96, {0: "none", 2: 1, 4: 3, 6: "all"}, 20, 8),
 }
+DEFAULT = ("two_phase_short", "two_phase_long", "gradual", "gradual_lite0")
 BATCH = 16
 
 
@@ -135,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="TensorFlow: prepare ahead even with no core spare (the callback "
                              "does not, see keras_tlft.callbacks.compile_ahead.spare_core)")
+    parser.add_argument("--out-suffix", default="",
+                        help="appended to the result file's name (a run of other cells)")
     args = parser.parse_args(argv)
     limit_threads(args.threads)
     if args.force:
@@ -144,7 +158,7 @@ def main(argv=None) -> int:
     backend = keras.backend.backend()
     if backend not in ("jax", "tensorflow"):
         parser.error("run with KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow")
-    names = args.cells or [c for c in CELLS if not (args.quick and c.endswith("lite0"))]
+    names = args.cells or [c for c in DEFAULT if not (args.quick and c.endswith("lite0"))]
     doc = {"benchmark": "compile_ahead", "environment": environment(),
            "settings": vars(args), "batch_size": BATCH, "cells": {}}
     for cell in names:
@@ -178,7 +192,7 @@ def main(argv=None) -> int:
                       flush=True)
     suffix = ("" if backend == "jax" else f"_{backend}") + (f"_threads{args.threads}"
                                                            if args.threads else "")
-    write_json(f"compile_ahead{suffix}.json", doc)
+    write_json(f"compile_ahead{suffix}{args.out_suffix}.json", doc)
     return 0
 
 

@@ -289,6 +289,27 @@ def nadam_product(optimizer):
     return getattr(optimizer, "_u_product", None)
 
 
+def adam_moments(optimizer, variable) -> tuple:
+    """Adam's first and second moments of ``variable``.
+
+    Why: ``Adam._momentums`` and ``_velocities``, indexed by ``_get_variable_index``; the public
+    ``optimizer.variables`` lists them unlabelled. Public alternative: none.
+    Checked: Keras 3.13.0, 3.15.1, 3.16 nightly.
+    """
+    index = optimizer._get_variable_index(variable)
+    return optimizer._momentums[index], optimizer._velocities[index]
+
+
+def tf_handle(variable):
+    """The TensorFlow resource handle of a Keras variable (TensorFlow backend).
+
+    Why: a raw op (``ResourceApplyAdam``) takes the handle; Keras's TensorFlow ``Variable``
+    exposes it as ``handle``, undocumented. Public alternative: none.
+    Checked: Keras 3.13.0, 3.15.1, 3.16 nightly.
+    """
+    return variable.handle
+
+
 # The optimizer methods keras_tlft.optim wraps, by meaning. update_step and
 # finalize_variable_values are public; the others are Keras's private steps of apply():
 #   current_learning_rate: _get_current_learning_rate, the rate handed to update_step (and to

@@ -96,7 +96,10 @@ def test_progressive_recipe_continues_fit_frozen_exactly():
     fit_frozen(cached, x, y, epochs=2, **common)
     cached.fit(x, y, epochs=3, initial_epoch=2, callbacks=[schedule()], **common)
     assert not np.allclose(_values(cached.get_layer("backbone").weights)[0], kernel)
-    _assert_same_values(_values(cached.weights), _values(plain.weights))
+    # On TensorFlow the callback's Adam is one fused op a variable, which rounds (1 - beta) to
+    # float32 where Keras's, in fit_frozen, rounds it from float64 (tests/test_fused_adam.py):
+    # about 1e-6 apart after 3 epochs, against steps of about 1e-2.
+    _assert_same_values(_values(cached.weights), _values(plain.weights), atol=1e-5)
 
 
 def test_only_the_head_trains_and_the_model_stays_whole(tmp_path):

@@ -68,6 +68,22 @@ def test_optimizer_build_bookkeeping_round_trips():
     assert compat.nadam_product(optimizer) is None
 
 
+def test_adam_moments_are_the_state_adam_updates():
+    import numpy as np
+
+    variable = keras.Variable(np.ones((2,), "float32"))
+    adam = keras.optimizers.Adam(0.1)
+    adam.build([variable])
+    adam.apply([keras.ops.convert_to_tensor(np.array([1.0, -2.0], "float32"))], [variable])
+    m, v = compat.adam_moments(adam, variable)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(m), [0.1, -0.2], rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), [0.001, 0.004], rtol=1e-4)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert compat.tf_handle(variable).dtype == tf.resource
+
+
 def test_every_optimizer_method_keras_tlft_wraps_still_exists():
     for optimizer in (keras.optimizers.SGD(), keras.optimizers.Adam(), keras.optimizers.AdamW()):
         missing = [name for meaning, name in compat._OPTIMIZER_METHODS.items()

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 from keras_tlft import _keras_compat as compat
+from keras_tlft.callbacks.fused_adam import fused_adam
 from keras_tlft.callbacks.optimizer_state import (
     count_init_variables,
     restore_by_name,
@@ -246,12 +247,16 @@ class StagedOptimizer:
             inner.stateless_apply = self._subset_stateless_apply
 
     def _wrap_update_step(self, update_step):
+        fused = fused_adam(self.inner, self._per_step)  # Adam on TensorFlow: one op a variable
+
         def patched_update_step(gradient, variable, learning_rate):
             rule = self.rule_for(variable)
             if rule is not None:
                 learning_rate = self._rule_tensor(rule, learning_rate)
                 if hasattr(rule, "mask_factor"):
                     gradient = gradient * self._mask_factor(rule, gradient.dtype)
+            if fused is not None and fused(gradient, variable, learning_rate):
+                return None
             return update_step(gradient, variable, learning_rate)
 
         return patched_update_step
