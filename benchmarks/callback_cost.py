@@ -58,7 +58,7 @@ def parse_args():
                         help="the callback with compile_ahead=False: the stage's step compiles "
                              "at its first step, as keras-tlft 0.2 did (JAX)")
     parser.add_argument("--no-fused-adam", dest="fused_adam", action="store_false",
-                        help="the callback with Keras's own Adam update (about 15 ops a "
+                        help="the callback with Keras's own Adam update (about 40 ops a "
                              "variable) instead of one ResourceApplyAdam op a variable "
                              "(TensorFlow), as keras-tlft 0.2 did")
     parser.add_argument("--no-lr-rules", dest="lr_rules", action="store_false",

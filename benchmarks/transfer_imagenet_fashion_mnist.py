@@ -231,7 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 10 labels/class, 4 epochs")
     parser.add_argument("--stem", default=None, help="output file name stem (default: "
                         "transfer_imagenet_fashion_mnist[_quick])")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="how many seeds: 0, 1, ... --seeds - 1")
     parser.add_argument("--labels", default="100", help="labels per class, comma-separated")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--size", type=int, default=48, help="input size inside the model")
@@ -248,6 +249,9 @@ def main(argv=None) -> int:
     parser.add_argument("--probe", type=int, default=32,
                         help="training images in FeatureDrift's probe batch")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds is how many seeds to run (seeds 0 to N-1), at least 1; got "
+                     f"{args.seeds}")
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "10", 4
     labels = [int(n) for n in args.labels.split(",")]
