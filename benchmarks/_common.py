@@ -50,6 +50,14 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def keras_adam_update() -> None:
+    """From now on the callback leaves Keras's own Adam update alone on TensorFlow (about 40 ops
+    a variable) instead of fusing it into one op a variable: the ``--no-fused-adam`` control."""
+    from keras_tlft.callbacks import optim
+
+    optim.fused_adam = lambda optimizer, per_step: None
+
+
 def write_json(name: str, doc: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

@@ -239,12 +239,10 @@ def main() -> None:
     limit_threads(args.threads)
     import keras
     import numpy as np
-    from _common import environment
+    from _common import environment, keras_adam_update
 
     if not args.fused_adam:
-        from keras_tlft.callbacks import optim
-
-        optim.fused_adam = lambda optimizer, per_step: None
+        keras_adam_update()
 
     load_before = os.getloadavg()[0]
     keras.utils.set_random_seed(0)

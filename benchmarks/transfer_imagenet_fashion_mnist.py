@@ -73,7 +73,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, Curve, environment, plot_curves, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    Curve,
+    environment,
+    keras_adam_update,
+    plot_curves,
+    write_json,
+)
 from transfer_fashion_mnist import few_labels, load_fashion_mnist, summarize  # noqa: E402
 
 import keras_tlft as tlft  # noqa: E402
@@ -248,10 +255,15 @@ def main(argv=None) -> int:
                         help="batch size of every evaluation")
     parser.add_argument("--probe", type=int, default=32,
                         help="training images in FeatureDrift's probe batch")
+    parser.add_argument("--no-fused-adam", dest="fused_adam", action="store_false",
+                        help="the callback's recipes with Keras's own Adam update on TensorFlow "
+                             "(about 40 ops a variable) instead of one fused op a variable")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds is how many seeds to run (seeds 0 to N-1), at least 1; got "
                      f"{args.seeds}")
+    if not args.fused_adam:
+        keras_adam_update()
     if args.quick:
         args.seeds, args.labels, args.epochs = 1, "10", 4
     labels = [int(n) for n in args.labels.split(",")]
