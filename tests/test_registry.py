@@ -166,3 +166,23 @@ def test_block_rules_are_part_of_the_spec():
     vgg = get_backbone("vgg16")
     assert [b.name for b in vgg.blocks] == ["block1", "block2", "block3", "block4", "block5"]
     assert all(isinstance(b, BlockRule) for b in vgg.blocks)
+
+
+def test_plugin_warnings_rebuild_from_their_message_as_pickle_and_pytest_xdist_do():
+    # pytest-xdist sends a worker's warnings to the controller as `cls(*warning.args)`; a
+    # warning that cannot be rebuilt that way took the worker down (INTERNALERROR).
+    import pickle
+
+    from keras_tlft.registry import NameCollision, NameCollisionWarning, PluginWarning
+
+    failure = PluginFailure("broken", "failed to load: ImportError: needs libfoo")
+    collision = NameCollision("resnet", ("a:resnet", "b:resnet"), None)
+    for warning, detail in ((PluginWarning(failure), "failure"),
+                            (NameCollisionWarning(collision), "collision")):
+        rebuilt = type(warning)(*warning.args)  # the message only: no detail
+        assert type(rebuilt) is type(warning) and str(rebuilt) == str(warning)
+        assert getattr(rebuilt, detail) is None
+        pickled = pickle.loads(pickle.dumps(warning))  # pickle keeps the detail
+        assert str(pickled) == str(warning)
+        assert getattr(pickled, detail) == getattr(warning, detail)
+    assert "'broken': failed to load" in str(PluginWarning(failure))

@@ -88,7 +88,11 @@ class PluginWarning(UserWarning):
     on without it. ``keras-tlft plugins`` lists every such failure; ``KERAS_TLFT_STRICT_PLUGINS=1``
     raises it instead."""
 
-    def __init__(self, failure: PluginFailure):
+    def __init__(self, failure: PluginFailure | str):
+        if isinstance(failure, str):  # rebuilt from its message (pytest-xdist)
+            super().__init__(failure)
+            self.failure = None
+            return
         super().__init__(strip_controls(
             f"keras-tlft plugin {failure.plugin!r}: {failure.reason} (`keras-tlft plugins` lists "
             f"every plugin failure; {STRICT_ENV}=1 raises it)"))
@@ -98,7 +102,11 @@ class PluginWarning(UserWarning):
 class NameCollisionWarning(UserWarning):
     """Several plugins register one bare backbone name (:attr:`collision`)."""
 
-    def __init__(self, collision: NameCollision):
+    def __init__(self, collision: NameCollision | str):
+        if isinstance(collision, str):  # rebuilt from its message (pytest-xdist)
+            super().__init__(collision)
+            self.collision = None
+            return
         super().__init__(strip_controls(f"keras-tlft backbone name {collision.message()}"))
         self.collision = collision
 
